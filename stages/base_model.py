@@ -1,0 +1,79 @@
+"""base_model: the untrained starting point, as a save_pretrained dir (model + processor).
+
+With `model.name: ""` it builds a small Whisper offline: a byte-level BPE trained on the
+training sentences (plus all of Whisper's special tokens) and a random-init model. With a hub
+id or local dir it loads that pretrained Whisper instead. Both get Swedish/transcribe set.
+
+    python -m stages.base_model --prepared data/prepared --out models/base
+"""
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from svwhisper.modeling import build_local, load_pretrained, set_language_and_task
+from svwhisper.params import load_params
+from svwhisper.text import TextParams, label_text
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    name: str = ""
+    language: str = "sv"
+    task: str = "transcribe"
+    vocab_size: int = 320
+    chunk_length_s: int = 4
+    num_mel_bins: int = 80
+    d_model: int = 128
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    attention_heads: int = 4
+    ffn_dim: int = 512
+    max_target_positions: int = 64
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be transcribe or translate, got {self.task!r}")
+        if self.vocab_size <= 256:
+            raise ValueError("vocab_size must exceed the 256 byte tokens")
+        if self.d_model % self.attention_heads:
+            raise ValueError("d_model must be a multiple of attention_heads")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", type=Path, required=True, help="prepare's output dir")
+    parser.add_argument("--out", type=Path, required=True, help="save_pretrained dir to write")
+    args = parser.parse_args()
+    params = load_params(ModelParams, "model")
+    text = load_params(TextParams, "text")
+
+    if params.name:
+        model, processor = load_pretrained(params.name)
+    else:
+        sentences = pd.read_parquet(args.prepared / "train.parquet", columns=["sentence"])["sentence"]
+        model, processor = build_local(
+            (label_text(s, text) for s in sentences),
+            vocab_size=params.vocab_size,
+            chunk_length_s=params.chunk_length_s,
+            num_mel_bins=params.num_mel_bins,
+            d_model=params.d_model,
+            encoder_layers=params.encoder_layers,
+            decoder_layers=params.decoder_layers,
+            attention_heads=params.attention_heads,
+            ffn_dim=params.ffn_dim,
+            max_target_positions=params.max_target_positions,
+            seed=params.seed,
+        )
+    set_language_and_task(model, processor, params.language, params.task)
+    model.save_pretrained(args.out)
+    processor.save_pretrained(args.out)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"base_model: {params.name or 'local Whisper'}: {n_params / 1e6:.2f} M parameters -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""evaluate: decode the test split with the final and the untrained base model.
+
+Writes the metrics JSON (wer, cer, base_wer, base_cer as normalised-text fractions, plus
+wer_orthographic, cer_orthographic, n_utterances, hours) and a per-utterance TSV.
+
+    python -m stages.evaluate --features data/features --model models/final --base-model models/base \
+        --metrics metrics/eval.json --predictions reports/predictions.tsv
+"""
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from svwhisper.data import FeatureSplit, SpeechCollator
+from svwhisper.decode import generate_text, load_model
+from svwhisper.metrics import error_rates, word_errors
+from svwhisper.params import load_params
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = 16
+    max_new_tokens: int = 128
+    num_beams: int = 1
+
+    def check(self) -> None:
+        if min(self.batch_size, self.max_new_tokens, self.num_beams) < 1:
+            raise ValueError("batch_size, max_new_tokens and num_beams must be >= 1")
+
+
+def transcribe_split(model_dir: Path, split: FeatureSplit, params: EvaluateParams, name: str) -> list[str]:
+    """Every clip of `split` decoded by the model in `model_dir`, in order."""
+    model, processor = load_model(model_dir)
+    collate = SpeechCollator(processor.feature_extractor.nb_max_frames, model.config.decoder_start_token_id)
+    texts = []
+    for start in tqdm(range(0, len(split), params.batch_size), desc=f"evaluate {name}", unit="batch"):
+        batch = collate([split[i] for i in range(start, min(start + params.batch_size, len(split)))])
+        texts += generate_text(
+            model, processor, batch["input_features"].numpy(), params.max_new_tokens, params.num_beams
+        )
+    return texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--base-model", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params(EvaluateParams, "evaluate")
+
+    test = FeatureSplit(args.features / "test.parquet")
+    references = test.table["sentence"].to_list()
+    hypotheses = transcribe_split(args.model, test, params, "final")
+    base_hypotheses = transcribe_split(args.base_model, test, params, "base")
+
+    final = error_rates(references, hypotheses)
+    base = error_rates(references, base_hypotheses)
+    orthographic = error_rates(references, hypotheses, normalized=False)
+    metrics = {
+        "wer": round(final["wer"], 4),
+        "cer": round(final["cer"], 4),
+        "base_wer": round(base["wer"], 4),
+        "base_cer": round(base["cer"], 4),
+        "wer_orthographic": round(orthographic["wer"], 4),
+        "cer_orthographic": round(orthographic["cer"], 4),
+        "n_utterances": len(references),
+        "hours": round(float(np.sum(test.table["duration_s"])) / 3600, 4),
+    }
+    args.metrics.parent.mkdir(parents=True, exist_ok=True)
+    args.metrics.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    per_utterance = pd.DataFrame(
+        {
+            "id": test.table["id"],
+            "reference": references,
+            "hypothesis": hypotheses,
+            "errors": [word_errors(r, h) for r, h in zip(references, hypotheses)],
+        }
+    )
+    args.predictions.parent.mkdir(parents=True, exist_ok=True)
+    per_utterance.to_csv(args.predictions, sep="\t", index=False)
+    print("evaluate: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""train: fine-tune the base model with Seq2SeqTrainer; the best checkpoint by dev WER is the final model.
+
+    python -m stages.train --base-model models/base --features data/features \
+        --checkpoints checkpoints --log dvclive --out models/final
+"""
+
+import argparse
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from dvclive import Live
+from transformers import (
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+)
+from transformers.integrations import DVCLiveCallback
+
+from svwhisper.data import FeatureSplit, SpeechCollator
+from svwhisper.metrics import error_rates
+from svwhisper.params import load_params
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 500
+    max_steps: int = 4000
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    spec_augment: bool = False
+    mask_time_prob: float = 0.05
+    mask_feature_prob: float = 0.0
+    eval_steps: int = 1000
+    save_steps: int = 1000
+    logging_steps: int = 25
+    generation_max_length: int = 225
+    eval_batch_size: int = 16
+    seed: int = 42
+
+    def check(self) -> None:
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate must be > 0")
+        if min(self.max_steps, self.batch_size, self.eval_steps, self.save_steps, self.logging_steps) < 1:
+            raise ValueError("max_steps, batch_size, eval_steps, save_steps and logging_steps must be >= 1")
+        if self.save_steps % self.eval_steps:
+            # the best checkpoint by WER can only be one that was evaluated
+            raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps})")
+
+
+def wer_metric(processor: WhisperProcessor):
+    """compute_metrics for the Trainer: normalised WER and CER of generated vs reference text."""
+    pad_id = processor.tokenizer.pad_token_id
+
+    def compute(pred) -> dict[str, float]:
+        labels = np.where(pred.label_ids == -100, pad_id, pred.label_ids)
+        predictions = np.where(pred.predictions == -100, pad_id, pred.predictions)
+        hypotheses = processor.batch_decode(predictions, skip_special_tokens=True)
+        references = processor.batch_decode(labels, skip_special_tokens=True)
+        return error_rates(references, hypotheses)
+
+    return compute
+
+
+def training_args(params: TrainParams, checkpoints: Path) -> Seq2SeqTrainingArguments:
+    return Seq2SeqTrainingArguments(
+        output_dir=str(checkpoints),
+        learning_rate=params.learning_rate,
+        lr_scheduler_type=params.lr_scheduler,
+        warmup_steps=params.warmup_steps,
+        max_steps=params.max_steps,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.eval_batch_size,
+        weight_decay=params.weight_decay,
+        eval_strategy="steps",
+        eval_steps=params.eval_steps,
+        save_strategy="steps",
+        save_steps=params.save_steps,
+        save_total_limit=2,  # the best and the newest
+        logging_steps=params.logging_steps,
+        load_best_model_at_end=True,
+        metric_for_best_model="wer",
+        greater_is_better=False,
+        predict_with_generate=True,
+        generation_max_length=params.generation_max_length,
+        seed=params.seed,
+        data_seed=params.seed,
+        report_to=[],  # dvclive is added as a callback, with the paths dvc.yaml declares
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-model", type=Path, required=True)
+    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, required=True, help="Trainer checkpoints (not a DVC out)")
+    parser.add_argument("--log", type=Path, required=True, help="dvclive directory")
+    parser.add_argument("--out", type=Path, required=True, help="final model dir")
+    args = parser.parse_args()
+    params = load_params(TrainParams, "train")
+
+    model = WhisperForConditionalGeneration.from_pretrained(args.base_model, dropout=params.dropout)
+    model.config.apply_spec_augment = params.spec_augment
+    model.config.mask_time_prob = params.mask_time_prob
+    model.config.mask_feature_prob = params.mask_feature_prob
+    processor = WhisperProcessor.from_pretrained(args.base_model)
+    collator = SpeechCollator(
+        n_frames=processor.feature_extractor.nb_max_frames,
+        decoder_start_token_id=model.config.decoder_start_token_id,
+    )
+    # Resuming after preemption is not implemented yet: start clean so stale checkpoints
+    # from other params can never be picked up as "best".
+    if args.checkpoints.exists():
+        print(f"train: removing old checkpoints in {args.checkpoints}")
+        shutil.rmtree(args.checkpoints)
+    live = Live(dir=str(args.log), dvcyaml=None, save_dvc_exp=False, report=None)
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=training_args(params, args.checkpoints),
+        train_dataset=FeatureSplit(args.features / "train.parquet"),
+        eval_dataset=FeatureSplit(args.features / "dev.parquet"),
+        data_collator=collator,
+        processing_class=processor,
+        compute_metrics=wer_metric(processor),
+        callbacks=[DVCLiveCallback(live=live, log_model=None)],
+    )
+    trainer.train()
+    best = trainer.state.best_metric
+    print(f"train: best dev WER {best:.4f} at {trainer.state.best_model_checkpoint}")
+    # load_best_model_at_end put the best weights back into trainer.model
+    model.config.apply_spec_augment = False  # a served model never masks its input
+    trainer.save_model(str(args.out))
+    processor.save_pretrained(args.out)
+    live.end()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Typed, frozen views of `params.yaml` blocks.
+
+Each stage declares a frozen dataclass for its block and calls `load_params(Block, "name")`.
+Values are coerced to the field's type (`dvc exp run -S train.learning_rate=2e-5` writes
+`2e-05`, which YAML reads back as a string), and a key the dataclass does not know is an
+error naming the file, line and key: a typo must never become a silently ignored setting.
+"""
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, with the file, line and key in its message."""
+
+
+def _key_lines(text: str, block: str) -> dict[str, int]:
+    """1-based line of each key inside `block` of a YAML document (for error messages)."""
+    root = yaml.compose(text)
+    for key_node, value_node in getattr(root, "value", []):
+        if key_node.value == block and isinstance(value_node, yaml.MappingNode):
+            return {k.value: k.start_mark.line + 1 for k, _ in value_node.value}
+    return {}
+
+
+def _coerce(value, target, where: str):
+    """Convert `value` to the annotation `target` (int, float, bool, str, tuple[...], Optional)."""
+    origin = typing.get_origin(target)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(target) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(target)
+        items = value if isinstance(value, list | tuple) else [value]
+        return tuple(_coerce(v, item_type, where) for v in items)
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ParamsError(f"{where}: expected true or false, got {value!r}")
+    if target in (int, float):
+        if isinstance(value, bool):
+            raise ParamsError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ParamsError(f"{where}: expected a number, got {value!r}") from None
+        if target is int:
+            if not number.is_integer():
+                raise ParamsError(f"{where}: expected a whole number, got {value!r}")
+            return int(number)
+        return number
+    if target is str:
+        if isinstance(value, dict | list):
+            raise ParamsError(f"{where}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    raise TypeError(f"unsupported params field type {target!r}")
+
+
+def parse_block(cls, raw: dict | None, block: str, path: Path = PARAMS_FILE, text: str = ""):
+    """Build the frozen dataclass `cls` from the mapping `raw` (the `block` of `path`)."""
+    raw = raw or {}
+    lines = _key_lines(text, block) if text else {}
+
+    def where(key: str) -> str:
+        line = f":{lines[key]}" if key in lines else ""
+        return f"{path}{line}: {block}.{key}"
+
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: block {block!r} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        known = ", ".join(fields)
+        raise ParamsError(f"{where(unknown[0])}: unknown key {unknown[0]!r} (known keys: {known})")
+    values = {}
+    for name, field in fields.items():
+        if name in raw:
+            values[name] = _coerce(raw[name], hints[name], where(name))
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ParamsError(f"{path}: {block}.{name} is missing")
+    params = cls(**values)
+    check = getattr(params, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as err:
+            raise ParamsError(f"{path}: {block}: {err}") from None
+    return params
+
+
+def load_params(cls, block: str, path: Path = PARAMS_FILE):
+    """Read `block` of the YAML file at `path` into the frozen dataclass `cls`."""
+    text = Path(path).read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    if block not in data:
+        raise ParamsError(f"{path}: block {block!r} is missing")
+    return parse_block(cls, data[block], block, Path(path), text)

@@ -81,7 +81,7 @@ def main() -> None:
             "id": test.table["id"],
             "reference": references,
             "hypothesis": hypotheses,
-            "errors": [word_errors(r, h) for r, h in zip(references, hypotheses)],
+            "errors": [word_errors(r, h) for r, h in zip(references, hypotheses, strict=True)],
         }
     )
     args.predictions.parent.mkdir(parents=True, exist_ok=True)

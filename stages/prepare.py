@@ -78,7 +78,7 @@ def prepare_split(source: Path, split: str, params: PrepareParams) -> tuple[pd.D
     with ThreadPoolExecutor(max_workers=2) as pool:  # libsndfile and soxr release the GIL
         decoded = list(pool.map(lambda c: decode_clip(c, params), clips))
     keep = []
-    for clip, (_, _, reason) in zip(clips, decoded):
+    for clip, (_, _, reason) in zip(clips, decoded, strict=True):
         keep.append(not reason)
         if reason:
             dropped[reason] += 1

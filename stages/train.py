@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from dvclive import Live
 from transformers import (
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
@@ -19,6 +18,7 @@ from transformers import (
 )
 from transformers.integrations import DVCLiveCallback
 
+from dvclive import Live
 from svwhisper.data import FeatureSplit, SpeechCollator
 from svwhisper.metrics import error_rates
 from svwhisper.params import load_params

@@ -22,8 +22,7 @@ def read_tsv(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False, encoding="utf-8")
     except UnicodeDecodeError as err:
-        line = _line_of_byte(path, err.start)
-        raise ManifestError(f"{path}:{line}: not valid UTF-8 ({err.reason})") from None
+        raise ManifestError(f"{path}:{_first_undecodable_line(path)}: not valid UTF-8 ({err.reason})") from None
     except pd.errors.ParserError as err:
         raise ManifestError(f"{path}: {err}") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -35,5 +34,11 @@ def read_tsv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _line_of_byte(path: Path, offset: int) -> int:
-    return Path(path).read_bytes()[:offset].count(b"\n") + 1
+def _first_undecodable_line(path: Path) -> int:
+    """1-based number of the first line that is not UTF-8 (pandas' offsets are per read chunk)."""
+    for number, line in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return number
+    return 0

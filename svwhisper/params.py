@@ -9,6 +9,7 @@ error naming the file, line and key: a typo must never become a silently ignored
 import dataclasses
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -106,3 +107,18 @@ def load_params(cls, block: str, path: Path = PARAMS_FILE):
     if block not in data:
         raise ParamsError(f"{path}: block {block!r} is missing")
     return parse_block(cls, data[block], block, Path(path), text)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The `paths` block: every file and dir the stages and the app share (dvc.yaml uses ${paths.*})."""
+
+    prepared: str
+    prepare_report: str
+    base_model: str
+    features: str
+    final_model: str
+    checkpoints: str
+    train_log: str
+    metrics: str
+    predictions: str

@@ -132,7 +132,7 @@ def main() -> None:
 
     rows = {"train": [], "dev": [], "test": []}
     dropped = 0
-    for (split, sentence, speaker, clip), secs in zip(jobs, durations):
+    for (split, sentence, speaker, clip), secs in zip(jobs, durations, strict=True):
         if secs > MAX_SECONDS:
             clip.unlink()
             dropped += 1

@@ -1,0 +1,84 @@
+"""Shared fixtures. `tiny_repo` runs the real `dvc repro` once per session on a memorisation slice."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample" / "sv-SE"
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "svwhisper tests",
+    "GIT_AUTHOR_EMAIL": "tests@svwhisper.invalid",
+    "GIT_COMMITTER_NAME": "svwhisper tests",
+    "GIT_COMMITTER_EMAIL": "tests@svwhisper.invalid",
+}
+# 8 training clips, also used as dev and test: trained long enough, the model must reproduce
+# them exactly, which proves labels, special tokens and generation config fit together.
+TINY_PARAMS = {
+    "prepare": {"max_clips_per_split": 8, "dev_tsvs": ["train"], "test_tsvs": ["train"]},
+    "train": {
+        "learning_rate": 3e-3,
+        "warmup_steps": 10,
+        "max_steps": 200,
+        "batch_size": 8,
+        "eval_steps": 50,
+        "save_steps": 50,
+        "logging_steps": 10,
+        "dropout": 0.0,
+        "spec_augment": False,
+        "eval_batch_size": 8,
+    },
+    "evaluate": {"batch_size": 8},
+}
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `cmd` with the venv's tools first on PATH; fail the test with its output on error."""
+    env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DVC_EXP_NAME", None)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repo's tracked and untracked-not-ignored files, as a fresh clone would have them."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for name in listed:
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def override_params(path: Path, overrides: dict) -> None:
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for block, values in overrides.items():
+        params[block].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """A git copy of the repo with TINY_PARAMS, after a real `dvc repro` (about a minute), committed."""
+    repo = copy_repo(tmp_path_factory.mktemp("tiny_repo"))
+    for stale in ("dvc.lock", "metrics", "reports", "dvclive"):
+        shutil.rmtree(repo / stale, ignore_errors=True) if (repo / stale).is_dir() else None
+        (repo / stale).unlink(missing_ok=True) if (repo / stale).is_file() else None
+    override_params(repo / "params.yaml", TINY_PARAMS)
+    run(["git", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "tiny"], repo)
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)  # commit the baseline's dvc.lock and metrics, as a user would
+    run(["git", "commit", "-qm", "baseline run"], repo)
+    return repo

@@ -1,0 +1,76 @@
+from dataclasses import FrozenInstanceError, dataclass
+
+import pytest
+
+from app import AppParams
+from conftest import REPO
+from stages.base_model import ModelParams
+from stages.evaluate import EvaluateParams
+from stages.featurize import FeaturizeParams
+from stages.prepare import PrepareParams
+from stages.train import TrainParams
+from svwhisper.params import ParamsError, Paths, load_params
+from svwhisper.text import TextParams
+
+BLOCKS = {
+    "paths": Paths,
+    "prepare": PrepareParams,
+    "text": TextParams,
+    "model": ModelParams,
+    "featurize": FeaturizeParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
+    "app": AppParams,
+}
+
+
+@dataclass(frozen=True)
+class Knobs:
+    learning_rate: float = 1e-5
+    steps: int = 10
+    enabled: bool = False
+    names: tuple[str, ...] = ("train",)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("block, cls", BLOCKS.items())
+def test_every_block_of_the_shipped_params_loads(block, cls):
+    params = load_params(cls, block, REPO / "params.yaml")
+    with pytest.raises(FrozenInstanceError):
+        setattr(params, next(iter(params.__dataclass_fields__)), None)
+
+
+def test_dvc_exp_scientific_notation_string_becomes_a_float(tmp_path):
+    # what `dvc exp run -S train.learning_rate=2e-5` writes: YAML reads 2e-05 as a string
+    path = write(tmp_path, "train:\n  learning_rate: 2e-05\n  steps: '300'\n  enabled: 'true'\n  names: dev\n")
+    knobs = load_params(Knobs, "train", path)
+    assert knobs.learning_rate == pytest.approx(2e-5) and isinstance(knobs.learning_rate, float)
+    assert knobs.steps == 300 and knobs.enabled is True and knobs.names == ("dev",)
+
+
+def test_misspelt_key_is_an_error_naming_file_line_and_key(tmp_path):
+    path = write(tmp_path, "train:\n  learning_rate: 0.1\n  learnin_rate: 0.2\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml:3: train\.learnin_rate: unknown key"):
+        load_params(Knobs, "train", path)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [("steps: 2.5", "whole number"), ("steps: many", "expected a number"), ("enabled: maybe", "true or false")],
+)
+def test_values_of_the_wrong_type_are_rejected(tmp_path, line, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(Knobs, "train", write(tmp_path, f"train:\n  {line}\n"))
+
+
+def test_missing_block_and_failed_check_are_errors(tmp_path):
+    with pytest.raises(ParamsError, match="block 'train' is missing"):
+        load_params(Knobs, "train", write(tmp_path, "other: {}\n"))
+    bad = write(tmp_path, "train:\n  save_steps: 150\n  eval_steps: 100\n")
+    with pytest.raises(ParamsError, match="multiple of eval_steps"):
+        load_params(TrainParams, "train", bad)

@@ -1,0 +1,62 @@
+"""Smoke tests of the real pipeline (dvc repro, dvc exp run) on the tiny memorisation slice."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import run
+from svwhisper.text import normalize
+
+pytestmark = pytest.mark.slow
+
+
+def test_repro_writes_every_out_and_leaves_a_clean_status(tiny_repo):
+    for split in ("train", "dev", "test"):
+        assert (tiny_repo / "data/prepared" / f"{split}.parquet").is_file()
+        assert (tiny_repo / "data/features" / f"{split}.parquet").is_file()
+    for model in ("models/base", "models/final"):
+        for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
+            assert (tiny_repo / model / name).is_file(), f"{model}/{name}"
+    assert (tiny_repo / "dvclive/plots/metrics/eval/wer.tsv").is_file()
+    assert (tiny_repo / "dvc.lock").is_file()
+
+    report = json.loads((tiny_repo / "reports/prepare.json").read_text())
+    assert report["splits"]["train"]["kept"] == 8
+    metrics = json.loads((tiny_repo / "metrics/eval.json").read_text())
+    expected = {"wer", "cer", "base_wer", "base_cer", "wer_orthographic", "n_utterances", "hours"}
+    assert expected <= metrics.keys()
+    assert metrics["n_utterances"] == 8 and metrics["hours"] > 0
+
+    status = run(["dvc", "status"], tiny_repo).stdout
+    assert "up to date" in status, status
+    again = run(["dvc", "repro"], tiny_repo).stdout
+    assert "didn't change, skipping" in again and "Running stage" not in again, again
+
+
+def test_memorised_clips_come_back_exactly(tiny_repo):
+    """Labels, special tokens and generation config are right if generate() returns the sentences."""
+    predictions = pd.read_csv(tiny_repo / "reports/predictions.tsv", sep="\t", keep_default_na=False)
+    assert len(predictions) == 8
+    for row in predictions.itertuples():
+        assert row.hypothesis == normalize(row.reference), row
+    metrics = json.loads((tiny_repo / "metrics/eval.json").read_text())
+    assert metrics["wer"] == 0.0 and metrics["base_wer"] >= 0.9
+
+
+def test_exp_run_with_dash_s_is_listed_beside_the_baseline(tiny_repo):
+    # 2e-5 comes back from params.yaml as the string "2e-05": the stage must coerce it
+    try:
+        run(["dvc", "exp", "run", "-S", "train.max_steps=50", "-S", "train.learning_rate=2e-5"], tiny_repo)
+        shown = json.loads(run(["dvc", "exp", "show", "--json"], tiny_repo).stdout)
+    finally:  # put the committed baseline back for the other tests
+        run(["git", "checkout", "--", "."], tiny_repo)
+        run(["dvc", "checkout", "--force"], tiny_repo)
+    baseline = shown[0]
+    assert baseline["rev"] == "workspace" or baseline.get("experiments") is not None
+    experiments = [exp for entry in shown for exp in (entry.get("experiments") or [])]
+    assert experiments, shown
+    params = experiments[0]["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]
+    assert params["max_steps"] == 50
+    metrics = experiments[0]["revs"][0]["data"]["metrics"]["metrics/eval.json"]["data"]
+    assert 0.0 <= metrics["cer"]

@@ -27,6 +27,13 @@ class AppParams:
     port: int = 7860
 
 
+def missing_model(model_dir: str) -> str:
+    """A message saying what to run when `model_dir` holds no model, else ""."""
+    if (Path(model_dir) / "config.json").is_file():
+        return ""
+    return f"no model in {model_dir}: run `make repro` (trains it) or `dvc pull` (fetches it)"
+
+
 @functools.lru_cache(maxsize=2)
 def cached_model(model_dir: str):
     """The model and processor of `model_dir`, loaded once per process."""
@@ -59,7 +66,10 @@ def transcribe(audio, model_dir: str | Path | None = None) -> str:
         return f"⚠️ {err}"
     if np.abs(samples).max() < SILENCE_PEAK:
         return "⚠️ the recording is silent"
-    model, processor = cached_model(str(model_dir or load_params(Paths, "paths").final_model))
+    model_dir = str(model_dir or load_params(Paths, "paths").final_model)
+    if missing_model(model_dir):
+        return f"⚠️ {missing_model(model_dir)}"
+    model, processor = cached_model(model_dir)
     window = processor.feature_extractor.n_samples
     chunks = [samples[i : i + window] for i in range(0, len(samples), window)]
     features = processor.feature_extractor(chunks, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
@@ -90,8 +100,8 @@ def main() -> None:
     parser.add_argument("--host", default=params.host)
     parser.add_argument("--port", type=int, default=params.port)
     args = parser.parse_args()
-    if not (Path(args.model_dir) / "config.json").is_file():
-        raise SystemExit(f"no model in {args.model_dir}: run `make repro` (trains it) or `dvc pull` (fetches it)")
+    if missing_model(args.model_dir):
+        raise SystemExit(missing_model(args.model_dir))
     cached_model(args.model_dir)  # load before serving, so the first request is not slow
     build_demo(args.model_dir).launch(server_name=args.host, server_port=args.port)
 

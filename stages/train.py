@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from dvclive import Live
 from transformers import (
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
@@ -18,7 +20,6 @@ from transformers import (
 )
 from transformers.integrations import DVCLiveCallback
 
-from dvclive import Live
 from svwhisper.data import FeatureSplit, SpeechCollator
 from svwhisper.metrics import error_rates
 from svwhisper.params import load_params
@@ -41,16 +42,57 @@ class TrainParams:
     logging_steps: int = 25
     generation_max_length: int = 225
     eval_batch_size: int = 16
+    ctc_weight: float = 0.0
     seed: int = 42
 
     def check(self) -> None:
         if self.learning_rate <= 0:
             raise ValueError("learning_rate must be > 0")
+        if not 0.0 <= self.ctc_weight < 1.0:
+            raise ValueError("ctc_weight must be in [0, 1)")
         if min(self.max_steps, self.batch_size, self.eval_steps, self.save_steps, self.logging_steps) < 1:
             raise ValueError("max_steps, batch_size, eval_steps, save_steps and logging_steps must be >= 1")
         if self.save_steps % self.eval_steps:
             # the best checkpoint by WER can only be one that was evaluated
             raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps})")
+
+
+def ctc_targets(labels: torch.Tensor, first_special_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded label rows -> (concatenated text-token targets, length per row) for torch's CTC loss.
+
+    Special tokens (ids >= first_special_id: prefix, timestamps, end of text) and -100 padding
+    are not spoken, so they are not CTC targets.
+    """
+    spoken = (labels >= 0) & (labels < first_special_id)
+    return labels[spoken], spoken.sum(dim=1)
+
+
+class JointCTCTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer plus an auxiliary CTC loss on the encoder output, in training only.
+
+    loss = (1 - ctc_weight) * decoder cross-entropy + ctc_weight * CTC(encoder). The CTC head is
+    `model.ctc_head`, removed before the final save, so the served model is a plain Whisper.
+    Joint CTC-attention training makes a from-scratch encoder learn alignment much sooner
+    (Kim, Hori & Watanabe, 2017); for fine-tuning a pretrained Whisper it stays off (0).
+    """
+
+    def __init__(self, *args, ctc_weight: float, blank_id: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ctc_weight = ctc_weight
+        self.blank_id = blank_id  # <|endoftext|>: the first special id, never a spoken target
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        if model.training and self.ctc_weight > 0:
+            log_probs = model.ctc_head(outputs.encoder_last_hidden_state).log_softmax(-1).transpose(0, 1)
+            targets, target_lengths = ctc_targets(labels, self.blank_id)
+            input_lengths = torch.full((labels.shape[0],), log_probs.shape[0], dtype=torch.long)
+            ctc = torch.nn.functional.ctc_loss(
+                log_probs, targets, input_lengths, target_lengths, blank=self.blank_id, zero_infinity=True
+            )
+            loss = (1 - self.ctc_weight) * loss + self.ctc_weight * ctc
+        return (loss, outputs) if return_outputs else loss
 
 
 def wer_metric(processor: WhisperProcessor):
@@ -120,8 +162,12 @@ def main() -> None:
     if args.checkpoints.exists():
         print(f"train: removing old checkpoints in {args.checkpoints}")
         shutil.rmtree(args.checkpoints)
+    eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    if params.ctc_weight > 0:
+        # spoken tokens and one blank (eot's id) only: timestamps and language tokens never occur
+        model.ctc_head = torch.nn.Linear(model.config.d_model, eot + 1)
     live = Live(dir=str(args.log), dvcyaml=None, save_dvc_exp=False, report=None)
-    trainer = Seq2SeqTrainer(
+    trainer = JointCTCTrainer(
         model=model,
         args=training_args(params, args.checkpoints),
         train_dataset=FeatureSplit(args.features / "train.parquet"),
@@ -130,11 +176,15 @@ def main() -> None:
         processing_class=processor,
         compute_metrics=wer_metric(processor),
         callbacks=[DVCLiveCallback(live=live, log_model=None)],
+        ctc_weight=params.ctc_weight,
+        blank_id=eot,
     )
     trainer.train()
     best = trainer.state.best_metric
     print(f"train: best dev WER {best:.4f} at {trainer.state.best_model_checkpoint}")
     # load_best_model_at_end put the best weights back into trainer.model
+    if hasattr(model, "ctc_head"):
+        del model.ctc_head  # a training aid only: the saved model is a plain Whisper
     model.config.apply_spec_augment = False  # a served model never masks its input
     trainer.save_model(str(args.out))
     processor.save_pretrained(args.out)

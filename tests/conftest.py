@@ -71,9 +71,10 @@ def override_params(path: Path, overrides: dict) -> None:
 def tiny_repo(tmp_path_factory) -> Path:
     """A git copy of the repo with TINY_PARAMS, after a real `dvc repro` (about a minute), committed."""
     repo = copy_repo(tmp_path_factory.mktemp("tiny_repo"))
-    for stale in ("dvc.lock", "metrics", "reports", "dvclive"):
-        shutil.rmtree(repo / stale, ignore_errors=True) if (repo / stale).is_dir() else None
-        (repo / stale).unlink(missing_ok=True) if (repo / stale).is_file() else None
+    # the committed results of the default run: the tiny run makes its own
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    for results in ("metrics", "reports", "dvclive"):
+        shutil.rmtree(repo / results, ignore_errors=True)
     override_params(repo / "params.yaml", TINY_PARAMS)
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)

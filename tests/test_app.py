@@ -57,6 +57,7 @@ def test_bad_inputs_get_a_message_and_the_next_request_works(model_dir, memorise
         answer = app.transcribe(audio, model_dir=model_dir)
         assert answer.startswith("⚠️") and message in answer, (audio, answer)
     clip, sentence = memorised[2]
+    assert "make repro" in app.transcribe(str(clip), model_dir=str(tmp_path / "no_model"))
     assert app.transcribe(str(clip), model_dir=model_dir) == normalize(sentence)
 
 

@@ -45,15 +45,15 @@ def test_bad_inputs_get_a_message_and_the_next_request_works(model_dir, memorise
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "notes.wav").write_text("not audio", encoding="utf-8")
     sf.write(tmp_path / "silence.wav", np.zeros(16000, dtype=np.float32), 16000)
-    cases = {
-        None: "no audio",
-        str(tmp_path / "empty.wav"): "empty",
-        str(tmp_path / "notes.wav"): "cannot decode",
-        str(tmp_path / "silence.wav"): "silent",
-        str(tmp_path / "missing.wav"): "no such file",
-        (16000, np.zeros(0, dtype=np.int16)): "no samples",
-    }
-    for audio, message in cases.items():
+    cases = [
+        (None, "no audio"),
+        (str(tmp_path / "empty.wav"), "empty"),
+        (str(tmp_path / "notes.wav"), "cannot decode"),
+        (str(tmp_path / "silence.wav"), "silent"),
+        (str(tmp_path / "missing.wav"), "no such file"),
+        ((16000, np.zeros(0, dtype=np.int16)), "no samples"),
+    ]
+    for audio, message in cases:
         answer = app.transcribe(audio, model_dir=model_dir)
         assert answer.startswith("⚠️") and message in answer, (audio, answer)
     clip, sentence = memorised[2]

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+from safetensors import safe_open
 
 from conftest import run
 from svwhisper.text import normalize
@@ -19,6 +20,9 @@ def test_repro_writes_every_out_and_leaves_a_clean_status(tiny_repo):
         for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
             assert (tiny_repo / model / name).is_file(), f"{model}/{name}"
     assert (tiny_repo / "dvclive/plots/metrics/eval/wer.tsv").is_file()
+    # the joint-CTC head (ctc_weight defaults to 0.3) is a training aid: the served model is a plain Whisper
+    with safe_open(tiny_repo / "models/final/model.safetensors", "pt") as weights:
+        assert not [k for k in weights.keys() if "ctc" in k]
     assert (tiny_repo / "dvc.lock").is_file()
 
     report = json.loads((tiny_repo / "reports/prepare.json").read_text())

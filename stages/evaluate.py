@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(EvaluateParams, "evaluate")
 
-    test = FeatureSplit(args.features / "test.parquet")
+    test = FeatureSplit(args.features / "test")
     references = test.table["sentence"].to_list()
     hypotheses = transcribe_split(args.model, test, params, "final")
     base_hypotheses = transcribe_split(args.base_model, test, params, "base")

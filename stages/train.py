@@ -95,6 +95,14 @@ class JointCTCTrainer(Seq2SeqTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
+class TrainStepDVCLive(DVCLiveCallback):
+    """DVCLiveCallback whose `step` is the training step (transformers' own counts log calls)."""
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        self.live.step = state.global_step
+        super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
+
 def wer_metric(processor: WhisperProcessor):
     """compute_metrics for the Trainer: normalised WER and CER of generated vs reference text."""
     pad_id = processor.tokenizer.pad_token_id
@@ -170,12 +178,12 @@ def main() -> None:
     trainer = JointCTCTrainer(
         model=model,
         args=training_args(params, args.checkpoints),
-        train_dataset=FeatureSplit(args.features / "train.parquet"),
-        eval_dataset=FeatureSplit(args.features / "dev.parquet"),
+        train_dataset=FeatureSplit(args.features / "train"),
+        eval_dataset=FeatureSplit(args.features / "dev"),
         data_collator=collator,
         processing_class=processor,
         compute_metrics=wer_metric(processor),
-        callbacks=[DVCLiveCallback(live=live, log_model=None)],
+        callbacks=[TrainStepDVCLive(live=live, log_model=None)],
         ctc_weight=params.ctc_weight,
         blank_id=eot,
     )

@@ -11,10 +11,13 @@ from svwhisper.features import pad_features
 
 
 class FeatureSplit(torch.utils.data.Dataset):
-    """One featurize output split (Parquet) held in memory; items are dicts for the collator."""
+    """One featurize output split (a dir of part-*.parquet shards) held in memory; items are dicts for the collator."""
 
     def __init__(self, path: Path):
-        self.table = pd.read_parquet(path)
+        shards = sorted(Path(path).glob("part-*.parquet"))
+        if not shards:
+            raise FileNotFoundError(f"{path}: no part-*.parquet feature shards; run the featurize stage")
+        self.table = pd.concat([pd.read_parquet(shard) for shard in shards], ignore_index=True)
 
     def __len__(self) -> int:
         return len(self.table)

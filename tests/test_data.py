@@ -1,26 +1,35 @@
 import numpy as np
 import pytest
+from transformers import WhisperFeatureExtractor
 
 from conftest import SAMPLE
 from svwhisper.audio import SAMPLE_RATE, load_audio
 from svwhisper.data import SpeechCollator
-from svwhisper.features import log_mel_batch, pad_features, trim_features
+from svwhisper.features import compact_log_mel, pad_features, trim_features
 from svwhisper.modeling import local_feature_extractor
 
 
-def test_trimmed_float16_features_pad_back_to_what_the_extractor_gives():
-    extractor = local_feature_extractor(chunk_length_s=4, num_mel_bins=80)
+@pytest.mark.parametrize(
+    "extractor",
+    [
+        local_feature_extractor(chunk_length_s=4, num_mel_bins=80),  # the default model's
+        WhisperFeatureExtractor(feature_size=80),  # whisper-small's: 30 s window
+        WhisperFeatureExtractor(feature_size=128),  # whisper-large-v3's: 128 mel bins
+    ],
+    ids=["4s-80", "30s-80", "30s-128"],
+)
+def test_trimmed_float16_features_pad_back_to_what_the_extractor_gives(extractor):
     clips = [load_audio(p) for p in sorted((SAMPLE / "clips").glob("*.mp3"))[:6]]
     clips.append(np.zeros(SAMPLE_RATE // 2, dtype=np.float32))  # silence: everything is "tail"
     full = extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
-    trimmed = log_mel_batch(extractor, clips)
+    trimmed = [compact_log_mel(clip, extractor) for clip in clips]
     for clip, reference, stored in zip(clips, full, trimmed, strict=True):
-        assert stored.dtype == np.float16 and stored.shape[1] == 80
+        assert stored.dtype == np.float16 and stored.shape[1] == extractor.feature_size
         # the tail after the audio is gone (quiet frames that the log-mel clamp makes equal to
         # the padding may go too: the round trip below shows nothing is lost)
         if clip.any():  # (pure silence is all "max": nothing to trim, stored whole)
             assert stored.shape[0] <= len(clip) / 160 + 4
-        assert np.abs(pad_features(stored, 400) - reference).max() <= 2e-3
+        assert np.abs(pad_features(stored, extractor.nb_max_frames) - reference).max() <= 1e-3
 
 
 def test_trim_of_a_full_window_keeps_every_frame():

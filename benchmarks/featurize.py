@@ -1,0 +1,164 @@
+"""Benchmark: our featurize stage against the course lab's way, on the same clips, in one run.
+
+Seed (the lab): one WhisperFeatureExtractor call per clip with whisper-small's front end (30 s window,
+80 mel bins), the padded float32 (80, 3000) array stored as is (one .npy a clip).
+Ours: `stages.featurize.featurize_split`: log-mel over the clip only, trimmed float16, Parquet
+shards, `num_proc` workers. Both start from the same prepared Parquet (FLAC bytes) and include
+decoding, tokenizing and writing to disk. Targets (issue 4): speedup_vs_seed >= 5,
+size_ratio_vs_seed >= 8, max_abs_diff <= 1e-3 between the model inputs, and peak RSS that does
+not grow with the number of clips (measured in a fresh process at 1x and 4x the clips).
+
+    python benchmarks/featurize.py --quick     # 600 clips, about 30 s on 2 cores
+    python benchmarks/featurize.py --clips 1000
+
+The last line printed is one JSON object.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stages.featurize import FeaturizeParams, featurize_split  # noqa: E402
+from stages.prepare import ROW_GROUP_SIZE, PrepareParams, prepare_split  # noqa: E402
+from svwhisper.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from svwhisper.data import FeatureSplit  # noqa: E402
+from svwhisper.features import pad_features  # noqa: E402
+from svwhisper.modeling import train_tokenizer  # noqa: E402
+from svwhisper.text import TextParams, normalize  # noqa: E402
+
+SAMPLE = REPO / "data" / "sample" / "sv-SE"
+SHARD_SIZE = 64  # small shards, so the memory bound shows at benchmark sizes
+
+
+def whisper_small_processor(sentences):
+    """whisper-small's front end (30 s, 80 mel bins) with a local tokenizer: no hub needed."""
+    from transformers import WhisperFeatureExtractor, WhisperProcessor
+
+    tokenizer = train_tokenizer(map(normalize, sentences), vocab_size=320)
+    return WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
+
+
+def prepared_clips(n: int, path: Path) -> None:
+    """The first `n` clips of the shipped train split, prepared (FLAC bytes) into `path`, as prepare writes them."""
+    params = PrepareParams(source_dir=str(SAMPLE), max_duration_s=30.0, max_clips_per_split=n)
+    table, _ = prepare_split(SAMPLE, "train", params)
+    table.to_parquet(path, index=False, row_group_size=ROW_GROUP_SIZE)
+
+
+def seed_featurize(prepared: Path, out: Path, processor) -> list[Path]:
+    """The lab's map(): per clip, extract 30 s padded float32 features and tokenize; save as is."""
+    import pandas as pd
+
+    out.mkdir(parents=True)
+    paths = []
+    for i, row in enumerate(pd.read_parquet(prepared).itertuples()):
+        features = processor.feature_extractor(load_audio(row.audio), sampling_rate=SAMPLE_RATE).input_features[0]
+        labels = np.asarray(processor.tokenizer(normalize(row.sentence)).input_ids, dtype=np.int32)
+        paths.append(out / f"{i:06d}.npy")
+        np.save(paths[-1], features.astype(np.float32))
+        np.save(out / f"{i:06d}.labels.npy", labels)
+    return paths
+
+
+def ours_featurize(prepared: Path, out: Path, processor, num_proc: int) -> None:
+    params = FeaturizeParams(shard_size=SHARD_SIZE, num_proc=num_proc)
+    featurize_split(prepared, out, processor, params, TextParams(), max_label_len=448)
+
+
+def peak_rss_mb(prepared: Path, num_proc: int) -> float:
+    """Peak RSS of our featurize in a fresh process (the parent; workers each hold one chunk).
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would start at ours.
+    """
+    code = (
+        "import sys, pandas as pd; sys.path.insert(0, sys.argv[1]);"
+        "from benchmarks.featurize import ours_featurize, whisper_small_processor;"
+        "from pathlib import Path; p = Path(sys.argv[2]);"
+        "proc = whisper_small_processor(pd.read_parquet(p, columns=['sentence'])['sentence']);"
+        "ours_featurize(p, Path(sys.argv[3]), proc, int(sys.argv[4]));"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(REPO), str(prepared), str(Path(tmp) / "f"), str(num_proc)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return int(out.stdout.strip().splitlines()[-1]) / 1024  # VmHWM is in KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="600 clips (the default is 1200)")
+    parser.add_argument("--clips", type=int, default=0)
+    parser.add_argument("--num-proc", type=int, default=2)
+    args = parser.parse_args()
+    n = args.clips or (600 if args.quick else 1200)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        prepared_clips(4 * n, tmp / "prepared4x.parquet")
+        import pandas as pd
+
+        table = pd.read_parquet(tmp / "prepared4x.parquet")
+        table.iloc[:n].to_parquet(tmp / "prepared.parquet", index=False)
+        processor = whisper_small_processor(table["sentence"])
+        table.iloc[:8].to_parquet(tmp / "warmup.parquet", index=False)
+        seed_featurize(tmp / "warmup.parquet", tmp / "warmup_seed", processor)  # one-off costs out of the timing
+        ours_featurize(tmp / "warmup.parquet", tmp / "warmup_ours", processor, args.num_proc)
+
+        start = time.perf_counter()
+        seed_paths = seed_featurize(tmp / "prepared.parquet", tmp / "seed", processor)
+        seed_s = time.perf_counter() - start
+        start = time.perf_counter()
+        ours_featurize(tmp / "prepared.parquet", tmp / "ours", processor, args.num_proc)
+        ours_s = time.perf_counter() - start
+
+        seed_bytes = sum(p.stat().st_size for p in (tmp / "seed").iterdir())
+        ours_bytes = sum(p.stat().st_size for p in (tmp / "ours").iterdir())
+        ours = FeatureSplit(tmp / "ours")
+        frames = processor.feature_extractor.nb_max_frames
+        max_abs_diff = max(
+            float(np.abs(pad_features(ours[i]["input_features"], frames) - np.load(path)).max())
+            for i, path in enumerate(seed_paths)
+        )
+        rss_1x = peak_rss_mb(tmp / "prepared.parquet", args.num_proc)
+        rss_4x = peak_rss_mb(tmp / "prepared4x.parquet", args.num_proc)
+
+    result = {
+        "clips": n,
+        "num_proc": args.num_proc,
+        "seed_clips_per_s": round(n / seed_s, 1),
+        "ours_clips_per_s": round(n / ours_s, 1),
+        "seed_bytes_per_clip": round(seed_bytes / n),
+        "ours_bytes_per_clip": round(ours_bytes / n),
+        "speedup_vs_seed": round(seed_s / ours_s, 2),
+        "size_ratio_vs_seed": round(seed_bytes / ours_bytes, 1),
+        "max_abs_diff": max_abs_diff,
+        "peak_rss_mb_1x": round(rss_1x),
+        "peak_rss_mb_4x": round(rss_4x),
+        "rss_growth_4x": round(rss_4x / rss_1x, 3),
+        "this_process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+    result["targets_met"] = (
+        result["speedup_vs_seed"] >= 5
+        and result["size_ratio_vs_seed"] >= 8
+        and result["max_abs_diff"] <= 1e-3
+        and result["rss_growth_4x"] <= 1.25
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

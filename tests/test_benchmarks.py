@@ -1,0 +1,27 @@
+"""The featurize benchmark runs and its deterministic targets hold (speed is the benchmark's job, not a test's)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_featurize_benchmark_prints_one_json_object_with_its_targets():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/featurize.py"), "--clips", "16"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["clips"] == 16
+    assert result["max_abs_diff"] <= 1e-3  # the model sees the same input either way
+    assert result["size_ratio_vs_seed"] >= 8  # bytes on disk: not a timing
+    for key in ("speedup_vs_seed", "peak_rss_mb_1x", "peak_rss_mb_4x", "rss_growth_4x", "targets_met"):
+        assert key in result

@@ -1,0 +1,54 @@
+import pytest
+from transformers import WhisperProcessor
+
+from conftest import SAMPLE
+from stages.featurize import FeaturizeParams, featurize_split
+from stages.prepare import PrepareParams, prepare_split
+from svwhisper.data import FeatureSplit
+from svwhisper.modeling import local_feature_extractor, train_tokenizer
+from svwhisper.text import TextParams, normalize
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """20 prepared clips of the shipped corpus, and a local processor for them."""
+    params = PrepareParams(source_dir=str(SAMPLE), max_duration_s=4.0, max_clips_per_split=20)
+    table, _ = prepare_split(SAMPLE, "test", params)
+    path = tmp_path_factory.mktemp("prepared") / "test.parquet"
+    table.to_parquet(path, index=False)
+    tokenizer = train_tokenizer(map(normalize, table["sentence"]), vocab_size=300)
+    processor = WhisperProcessor(feature_extractor=local_feature_extractor(4, 80), tokenizer=tokenizer)
+    return path, table, processor
+
+
+def test_shards_are_bounded_and_identical_with_one_or_two_workers(prepared, tmp_path):
+    path, table, processor = prepared
+    outputs = {}
+    for workers in (2, 1):
+        params = FeaturizeParams(shard_size=8, num_proc=workers)
+        out = tmp_path / f"workers{workers}"
+        assert featurize_split(path, out, processor, params, TextParams(), max_label_len=64) == (20, 3)
+        outputs[workers] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert list(outputs[1]) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert outputs[1] == outputs[2]  # deterministic, and the pool puts every clip back in its place
+
+    split = FeatureSplit(tmp_path / "workers2")
+    assert split.table["id"].tolist() == table["id"].tolist()
+    item = split[5]
+    assert item["input_features"].shape[1] == 80 and 50 < item["input_features"].shape[0] <= 400
+    assert processor.tokenizer.decode(item["labels"], skip_special_tokens=True) == normalize(table["sentence"][5])
+
+
+def test_clip_longer_than_the_window_and_too_long_labels_stop_with_the_knob_to_turn(prepared, tmp_path):
+    path, table, processor = prepared
+    long = table.assign(duration_s=table["duration_s"].where(table.index != 3, 5.0))
+    long.to_parquet(tmp_path / "long.parquet", index=False)
+    with pytest.raises(SystemExit, match="prepare.max_duration_s"):
+        featurize_split(tmp_path / "long.parquet", tmp_path / "a", processor, FeaturizeParams(), TextParams(), 64)
+    with pytest.raises(SystemExit, match="model.max_target_positions"):
+        featurize_split(path, tmp_path / "b", processor, FeaturizeParams(num_proc=1), TextParams(), 5)
+
+
+def test_feature_split_without_shards_says_to_run_featurize(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the featurize stage"):
+        FeatureSplit(tmp_path)

@@ -29,11 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stages.featurize import FeaturizeParams, featurize_split  # noqa: E402
-from stages.prepare import ROW_GROUP_SIZE, PrepareParams, prepare_split  # noqa: E402
+from stages.prepare import PrepareParams, Sources, prepare_split  # noqa: E402
 from svwhisper.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from svwhisper.data import FeatureSplit  # noqa: E402
 from svwhisper.features import pad_features  # noqa: E402
 from svwhisper.modeling import train_tokenizer  # noqa: E402
+from svwhisper.sources import Source  # noqa: E402
 from svwhisper.text import TextParams, normalize  # noqa: E402
 
 SAMPLE = REPO / "data" / "sample" / "sv-SE"
@@ -50,9 +51,9 @@ def whisper_small_processor(sentences):
 
 def prepared_clips(n: int, path: Path) -> None:
     """The first `n` clips of the shipped train split, prepared (FLAC bytes) into `path`, as prepare writes them."""
-    params = PrepareParams(source_dir=str(SAMPLE), max_duration_s=30.0, max_clips_per_split=n)
-    table, _ = prepare_split(SAMPLE, "train", params)
-    table.to_parquet(path, index=False, row_group_size=ROW_GROUP_SIZE)
+    source = Source(kind="commonvoice", path=str(SAMPLE), tsv="train")
+    params = PrepareParams(Sources((source,), (source,), (source,)), max_duration_s=30.0, max_clips_per_split=n)
+    prepare_split([source], params, path)
 
 
 def seed_featurize(prepared: Path, out: Path, processor) -> list[Path]:

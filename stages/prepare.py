@@ -1,8 +1,10 @@
-"""prepare: a Common Voice release dir -> filtered 16 kHz splits (Parquet) + a JSON report.
+"""prepare: data sources (params `prepare.sources`) -> filtered 16 kHz splits (Parquet) + a JSON report.
 
-Every clip that is dropped is counted by reason (and the first paths listed): bad rows, bad
-audio and hygiene rules alike. Nothing bad stops the run; a missing column or broken encoding
-does, with the file and line.
+Each split merges its list of sources: Common Voice release TSVs, CSV/TSV manifests, folders of
+clips with .txt transcripts, Hugging Face datasets (see svwhisper.sources). Every clip that is
+dropped is counted by reason (and the first few listed): bad rows, bad audio and hygiene rules
+alike. Nothing bad stops the run; a missing column or broken encoding does, with the file and
+line. Clips are decoded and written a row group at a time, so memory does not grow with the corpus.
 
     python -m stages.prepare --out data/prepared --report reports/prepare.json
 """
@@ -10,15 +12,19 @@ does, with the file and line.
 import argparse
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from svwhisper.audio import SAMPLE_RATE, AudioError, encode_flac, load_audio
-from svwhisper.commonvoice import read_tsv
 from svwhisper.params import load_params
+from svwhisper.sources import BadRow, Clip, Source, iter_clips
 from svwhisper.text import normalize
 
 SPLITS = ("train", "dev", "test")
@@ -26,9 +32,11 @@ MAX_LISTED = 20  # paths (or TSV lines) listed per drop reason in the report
 ROW_GROUP_SIZE = 256  # clips per Parquet row group of the prepared splits (about 15 MB of FLAC)
 DROP_REASONS = (  # every one appears in the report, with 0 where nothing was dropped
     "malformed_row",
+    "missing_transcript",
     "empty_sentence",
     "sentence_too_long",
     "down_votes",
+    "duplicate_clip",
     "test_speaker",
     "missing_clip",
     "undecodable_clip",
@@ -36,14 +44,30 @@ DROP_REASONS = (  # every one appears in the report, with 0 where nothing was dr
     "too_long",
     "chars_per_second",
 )
+SCHEMA = pa.schema(
+    [("id", pa.string()), ("client_id", pa.string()), ("sentence", pa.string()), ("duration_s", pa.float64()),
+     ("audio", pa.binary())]
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Sources:
+    """`prepare.sources`: for each split, the sources whose clips it merges, in order."""
+
+    train: tuple[Source, ...]
+    dev: tuple[Source, ...]
+    test: tuple[Source, ...]
+
+    def check(self) -> None:
+        for split in SPLITS:
+            if not getattr(self, split):
+                raise ValueError(f"split {split!r} has no sources")
 
 
 @dataclass(frozen=True)
 class PrepareParams:
-    source_dir: str
-    train_tsvs: tuple[str, ...] = ("train",)
-    dev_tsvs: tuple[str, ...] = ("dev",)
-    test_tsvs: tuple[str, ...] = ("test",)
+    sources: Sources
+    local_data: str = "data/sample"  # the dir DVC watches; every local source must lie inside it
     min_duration_s: float = 0.3
     max_duration_s: float = 30.0
     max_sentence_chars: int = 250
@@ -60,9 +84,16 @@ class PrepareParams:
             raise ValueError("need 0 <= min_chars_per_second < max_chars_per_second")
         if self.max_clips_per_split < 0 or self.max_sentence_chars < 1:
             raise ValueError("max_clips_per_split must be >= 0 (0 = all) and max_sentence_chars >= 1")
-
-    def tsvs(self, split: str) -> tuple[str, ...]:
-        return {"train": self.train_tsvs, "dev": self.dev_tsvs, "test": self.test_tsvs}[split]
+        watched = Path(self.local_data).resolve()
+        for split in SPLITS:
+            for index, source in enumerate(getattr(self.sources, split)):
+                for local in source.local_paths():
+                    if not local.resolve().is_relative_to(watched):
+                        raise ValueError(
+                            f"sources.{split}[{index}]: {local} is outside local_data ({self.local_data}), "
+                            "so DVC would not notice when it changes; move it there or set local_data to a dir "
+                            "holding all local sources"
+                        )
 
 
 class DropLog:
@@ -71,32 +102,32 @@ class DropLog:
     def __init__(self):
         self.counts, self.examples = Counter(dict.fromkeys(DROP_REASONS, 0)), {}
 
-    def add(self, reason: str, examples: list[str]) -> None:
-        self.counts[reason] += len(examples)
-        if examples:
-            listed = self.examples.setdefault(reason, [])
-            listed.extend(examples[: MAX_LISTED - len(listed)])
-
-    def drop(self, frame: pd.DataFrame, mask, reason: str, source: Path) -> pd.DataFrame:
-        """Rows of `frame` where `mask` is False; the others are logged under `reason`."""
-        self.add(reason, [str(source / "clips" / p) for p in frame.loc[mask, "path"]])
-        return frame[~mask]
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] += 1
+        listed = self.examples.setdefault(reason, [])
+        if len(listed) < MAX_LISTED:
+            listed.append(where)
 
 
-def select_rows(frame: pd.DataFrame, params: PrepareParams, log: DropLog, source: Path) -> pd.DataFrame:
-    """Rows worth decoding: a sentence that is non-empty and not too long, enough votes."""
-    frame = log.drop(frame, frame["sentence"].str.strip() == "", "empty_sentence", source)
-    frame = log.drop(frame, frame["sentence"].str.len() > params.max_sentence_chars, "sentence_too_long", source)
-    voted_down = (frame["up_votes"] - frame["down_votes"]) < params.min_vote_margin
-    return log.drop(frame, voted_down, "down_votes", source)
+def row_problem(clip: Clip, params: PrepareParams, excluded_speakers: frozenset[str]) -> str:
+    """Why a clip is not worth decoding ("" = it is): its sentence, votes or speaker."""
+    if not clip.sentence:
+        return "empty_sentence"
+    if len(clip.sentence) > params.max_sentence_chars:
+        return "sentence_too_long"
+    if clip.vote_margin is not None and clip.vote_margin < params.min_vote_margin:
+        return "down_votes"
+    if clip.speaker and clip.speaker in excluded_speakers:
+        return "test_speaker"
+    return ""
 
 
-def decode_clip(clip: Path, sentence: str, params: PrepareParams) -> tuple[bytes | None, float, str]:
+def decode_clip(clip: Path | bytes, sentence: str, params: PrepareParams) -> tuple[bytes | None, float, str]:
     """(FLAC bytes or None, duration in s, drop reason or "") for one clip and its sentence.
 
     The characters-per-second bounds also catch truncated files, which decode without error.
     """
-    if not clip.exists():
+    if isinstance(clip, Path) and not clip.exists():
         return None, 0.0, "missing_clip"
     try:
         samples = load_audio(clip)
@@ -112,55 +143,83 @@ def decode_clip(clip: Path, sentence: str, params: PrepareParams) -> tuple[bytes
     return encode_flac(samples), duration, ""
 
 
-def prepare_split(
-    source: Path, split: str, params: PrepareParams, excluded_speakers: frozenset[str] = frozenset()
-) -> tuple[pd.DataFrame, dict]:
-    """Read, filter and decode one split; returns its table and its report entry.
+def candidates(
+    sources: Iterable[Source], params: PrepareParams, log: DropLog, excluded_speakers: frozenset[str]
+) -> Iterator[Clip]:
+    """Clips of all `sources` that pass the row rules (each id once), logging the others."""
+    seen: set[str] = set()
+    for source in sources:
+        for item in iter_clips(source):
+            if isinstance(item, BadRow):
+                log.add(item.reason, item.where)
+                continue
+            reason = row_problem(item, params, excluded_speakers) or ("duplicate_clip" if item.id in seen else "")
+            if reason:
+                log.add(reason, item.where)
+                continue
+            seen.add(item.id)
+            yield item
 
-    Rows whose client_id is in `excluded_speakers` are dropped as "test_speaker".
+
+def prepare_split(
+    sources: Iterable[Source], params: PrepareParams, out: Path, excluded_speakers: frozenset[str] = frozenset()
+) -> tuple[pd.DataFrame, dict]:
+    """Read, filter and decode the clips of one split's `sources` into the Parquet file `out`.
+
+    Returns the kept clips' metadata (no audio) and the split's report entry. Clips by a
+    speaker in `excluded_speakers` are dropped as "test_speaker".
     """
-    log, frames = DropLog(), []
-    for name in params.tsvs(split):
-        frame, malformed = read_tsv(source / f"{name}.tsv")
-        log.add("malformed_row", [f"{source / name}.tsv:{line}" for line in malformed])
-        frames.append(frame)
-    frame = select_rows(pd.concat(frames, ignore_index=True), params, log, source)
-    frame = log.drop(frame, frame["client_id"].isin(excluded_speakers), "test_speaker", source)
+    log, kept, buffer = DropLog(), [], []
+    clips = candidates(sources, params, log, excluded_speakers)
     if params.max_clips_per_split:
-        frame = frame.iloc[: params.max_clips_per_split]
-    clips = [source / "clips" / p for p in frame["path"]]
-    with ThreadPoolExecutor(max_workers=2) as pool:  # libsndfile and soxr release the GIL
-        decoded = list(pool.map(lambda c, s: decode_clip(c, s, params), clips, frame["sentence"]))
-    reasons = pd.Series([reason for _, _, reason in decoded], index=frame.index)
-    for reason in sorted(set(reasons) - {""}):
-        log.add(reason, [str(c) for c, r in zip(clips, reasons, strict=True) if r == reason])
-    keep = (reasons == "").to_numpy()
-    out = pd.DataFrame(
-        {
-            "id": [Path(p).stem for p in frame["path"]],
-            "client_id": frame["client_id"].to_list(),
-            "sentence": frame["sentence"].to_list(),
-            "duration_s": [d for _, d, _ in decoded],
-            "audio": [a for a, _, _ in decoded],
-        }
-    )[keep].reset_index(drop=True)
+        clips = islice(clips, params.max_clips_per_split)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        pq.ParquetWriter(out, SCHEMA) as writer,
+        ThreadPoolExecutor(max_workers=2) as pool,  # libsndfile and soxr release the GIL
+    ):
+        while chunk := list(islice(clips, ROW_GROUP_SIZE)):
+            for clip, (audio, duration, reason) in zip(
+                chunk, pool.map(lambda c: decode_clip(c.audio, c.sentence, params), chunk), strict=True
+            ):
+                if reason:
+                    log.add(reason, clip.where)
+                    continue
+                buffer.append((clip.id, clip.speaker, clip.sentence, duration, audio))
+                kept.append((clip.id, clip.speaker, clip.sentence, duration))
+            # full row groups only (and one last partial): featurize reads one group at a time
+            while len(buffer) >= ROW_GROUP_SIZE:
+                writer.write_table(_table(buffer[:ROW_GROUP_SIZE]))
+                buffer = buffer[ROW_GROUP_SIZE:]
+        if buffer:
+            writer.write_table(_table(buffer))
+    meta = pd.DataFrame(kept, columns=["id", "client_id", "sentence", "duration_s"])
     report = {
-        "kept": len(out),
+        "kept": len(meta),
         "dropped": dict(log.counts),
         "dropped_examples": log.examples,
-        "hours": round(float(out["duration_s"].sum()) / 3600, 4),
-        "speakers": int(out["client_id"].nunique()),
+        "hours": round(float(meta["duration_s"].sum()) / 3600, 4),
+        "speakers": int(meta.loc[meta["client_id"] != "", "client_id"].nunique()),
     }
-    return out, report
+    return meta, report
+
+
+def _table(rows: list[tuple]) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in SCHEMA]
+    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA, strict=True)], schema=SCHEMA)
 
 
 def overlaps(tables: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """Sentences (normalised) and speakers that two splits share: leaks that flatter test WER."""
+    """Clip ids, sentences (normalised) and known speakers that two splits share: leaks that flatter test WER.
+
+    A clip listed in two splits (Common Voice's validated.tsv holds train, dev and test) is the worst.
+    """
     out = {}
     for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
+        out[f"clips_{a}_{b}"] = len(set(tables[a]["id"]) & set(tables[b]["id"]))
         sentences = set(map(normalize, tables[a]["sentence"])) & set(map(normalize, tables[b]["sentence"]))
         out[f"sentences_{a}_{b}"] = len(sentences)
-        out[f"speakers_{a}_{b}"] = len(set(tables[a]["client_id"]) & set(tables[b]["client_id"]))
+        out[f"speakers_{a}_{b}"] = len((set(tables[a]["client_id"]) & set(tables[b]["client_id"])) - {""})
     return out
 
 
@@ -171,25 +230,23 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(PrepareParams, "prepare")
 
-    source = Path(params.source_dir)
-    report = {"source_dir": params.source_dir, "sample_rate_hz": SAMPLE_RATE, "splits": {}}
+    report = {"sample_rate_hz": SAMPLE_RATE, "sources": {}, "splits": {}}
     tables = {}
     for split in ("test", "dev", "train"):  # test first: its speakers may be excluded from train
         excluded = frozenset()
         if split == "train" and params.drop_test_speakers_from_train:
-            excluded = frozenset(tables["test"]["client_id"])
-        tables[split], report["splits"][split] = prepare_split(source, split, params, excluded)
+            excluded = frozenset(tables["test"]["client_id"]) - {""}
+        sources = getattr(params.sources, split)
+        report["sources"][split] = [s.describe() for s in sources]
+        tables[split], report["splits"][split] = prepare_split(sources, params, args.out / f"{split}.parquet", excluded)
         print(
             f"prepare: {split}: {report['splits'][split]['kept']} clips, dropped {report['splits'][split]['dropped']}"
         )
         if tables[split].empty:
             raise SystemExit(f"prepare: split {split!r} kept no clips; see the counts above")
+    report["sources"] = {split: report["sources"][split] for split in SPLITS}
     report["splits"] = {split: report["splits"][split] for split in SPLITS}
     report["overlap"] = overlaps(tables)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        # bounded row groups: featurize reads one at a time, so its memory does not grow with the split
-        tables[split].to_parquet(args.out / f"{split}.parquet", index=False, row_group_size=ROW_GROUP_SIZE)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

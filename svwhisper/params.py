@@ -22,82 +22,115 @@ class ParamsError(ValueError):
 
 
 def _key_lines(text: str, block: str) -> dict[str, int]:
-    """1-based line of each key inside `block` of a YAML document (for error messages)."""
+    """1-based line of every key inside `block` of a YAML document, by dotted path (for error messages).
+
+    Nested keys are named as in error messages: `sources.train[0].kind`.
+    """
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = f"{prefix}.{key.value}" if prefix else key.value
+                lines[name] = key.start_mark.line + 1
+                walk(value, name)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[f"{prefix}[{index}]"] = item.start_mark.line + 1
+                walk(item, f"{prefix}[{index}]")
+
     root = yaml.compose(text)
     for key_node, value_node in getattr(root, "value", []):
-        if key_node.value == block and isinstance(value_node, yaml.MappingNode):
-            return {k.value: k.start_mark.line + 1 for k, _ in value_node.value}
-    return {}
+        if key_node.value == block:
+            walk(value_node, "")
+    return lines
 
 
-def _coerce(value, target, where: str):
-    """Convert `value` to the annotation `target` (int, float, bool, str, tuple[...], Optional)."""
+def _coerce(value, target, key: str, where):
+    """Convert `value` (at `key` of the block) to the annotation `target`.
+
+    Supported: int, float, bool, str, tuple[...], Optional, and nested frozen dataclasses
+    (e.g. a tuple of data sources). `where(key)` gives the `file:line: block.key` of an error.
+    """
     origin = typing.get_origin(target)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(target) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], where)
+        return _coerce(value, args[0], key, where)
     if origin is tuple:
         (item_type, _ellipsis) = typing.get_args(target)
         items = value if isinstance(value, list | tuple) else [value]
-        return tuple(_coerce(v, item_type, where) for v in items)
+        return tuple(_coerce(v, item_type, f"{key}[{i}]", where) for i, v in enumerate(items))
+    if dataclasses.is_dataclass(target):
+        return _parse_dataclass(target, value, key, where)
     if target is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise ParamsError(f"{where}: expected true or false, got {value!r}")
+        raise ParamsError(f"{where(key)}: expected true or false, got {value!r}")
     if target in (int, float):
         if isinstance(value, bool):
-            raise ParamsError(f"{where}: expected a number, got {value!r}")
+            raise ParamsError(f"{where(key)}: expected a number, got {value!r}")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ParamsError(f"{where}: expected a number, got {value!r}") from None
+            raise ParamsError(f"{where(key)}: expected a number, got {value!r}") from None
         if target is int:
             if not number.is_integer():
-                raise ParamsError(f"{where}: expected a whole number, got {value!r}")
+                raise ParamsError(f"{where(key)}: expected a whole number, got {value!r}")
             return int(number)
         return number
     if target is str:
         if isinstance(value, dict | list):
-            raise ParamsError(f"{where}: expected a string, got {value!r}")
+            raise ParamsError(f"{where(key)}: expected a string, got {value!r}")
         return "" if value is None else str(value)
     raise TypeError(f"unsupported params field type {target!r}")
 
 
-def parse_block(cls, raw: dict | None, block: str, path: Path = PARAMS_FILE, text: str = ""):
-    """Build the frozen dataclass `cls` from the mapping `raw` (the `block` of `path`)."""
-    raw = raw or {}
-    lines = _key_lines(text, block) if text else {}
-
-    def where(key: str) -> str:
-        line = f":{lines[key]}" if key in lines else ""
-        return f"{path}{line}: {block}.{key}"
-
+def _parse_dataclass(cls, raw, prefix: str, where):
+    """The frozen dataclass `cls` from the mapping `raw` found at `prefix` ("" = the block itself)."""
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: block {block!r} must be a mapping, got {type(raw).__name__}")
+        raise ParamsError(f"{where(prefix)}: expected a mapping of keys, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+
+    def key(name: str) -> str:
+        return f"{prefix}.{name}" if prefix else name
+
     unknown = [k for k in raw if k not in fields]
     if unknown:
         known = ", ".join(fields)
-        raise ParamsError(f"{where(unknown[0])}: unknown key {unknown[0]!r} (known keys: {known})")
+        raise ParamsError(f"{where(key(unknown[0]))}: unknown key {unknown[0]!r} (known keys: {known})")
     values = {}
     for name, field in fields.items():
         if name in raw:
-            values[name] = _coerce(raw[name], hints[name], where(name))
+            values[name] = _coerce(raw[name], hints[name], key(name), where)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ParamsError(f"{path}: {block}.{name} is missing")
+            raise ParamsError(f"{where(key(name))} is missing")
     params = cls(**values)
     check = getattr(params, "check", None)
     if check is not None:
         try:
             check()
         except ValueError as err:
-            raise ParamsError(f"{path}: {block}: {err}") from None
+            raise ParamsError(f"{where(prefix)}: {err}") from None
     return params
+
+
+def parse_block(cls, raw: dict | None, block: str, path: Path = PARAMS_FILE, text: str = ""):
+    """Build the frozen dataclass `cls` from the mapping `raw` (the `block` of `path`)."""
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path}: block {block!r} must be a mapping, got {type(raw).__name__}")
+    lines = _key_lines(text, block) if text else {}
+
+    def where(key: str) -> str:
+        line = f":{lines[key]}" if key in lines else ""
+        return f"{path}{line}: {block}.{key}" if key else f"{path}: {block}"
+
+    return _parse_dataclass(cls, raw, "", where)
 
 
 def load_params(cls, block: str, path: Path = PARAMS_FILE):

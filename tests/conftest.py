@@ -11,6 +11,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "sv-SE"
+SPLITS = ("train", "dev", "test")
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "svwhisper tests",
     "GIT_AUTHOR_EMAIL": "tests@svwhisper.invalid",
@@ -20,7 +21,10 @@ GIT_ENV = {
 # 8 training clips, also used as dev and test: trained long enough, the model must reproduce
 # them exactly, which proves labels, special tokens and generation config fit together.
 TINY_PARAMS = {
-    "prepare": {"max_clips_per_split": 8, "dev_tsvs": ["train"], "test_tsvs": ["train"]},
+    "prepare": {
+        "max_clips_per_split": 8,
+        "sources": {split: [{"kind": "commonvoice", "path": "data/sample/sv-SE", "tsv": "train"}] for split in SPLITS},
+    },
     "train": {
         "learning_rate": 3e-3,
         "warmup_steps": 10,
@@ -60,6 +64,14 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def sample_rows(n: int, start: int = 0) -> list[tuple[str, str, str]]:
+    """(client_id, clip file name, sentence) of `n` rows of the shipped train split from row `start`."""
+    lines = (SAMPLE / "train.tsv").read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1 + start : 1 + start + n]]
+    return [(r["client_id"], r["path"], r["sentence"]) for r in rows]
+
+
 def override_params(path: Path, overrides: dict) -> None:
     params = yaml.safe_load(path.read_text(encoding="utf-8"))
     for block, values in overrides.items():
@@ -67,18 +79,24 @@ def override_params(path: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-@pytest.fixture(scope="session")
-def tiny_repo(tmp_path_factory) -> Path:
-    """A git copy of the repo with TINY_PARAMS, after a real `dvc repro` (about a minute), committed."""
-    repo = copy_repo(tmp_path_factory.mktemp("tiny_repo"))
-    # the committed results of the default run: the tiny run makes its own
+def new_repo(dest: Path, overrides: dict) -> Path:
+    """A committed git copy of the repo at `dest` with `overrides` in params.yaml and no results yet."""
+    repo = copy_repo(dest)
+    # the committed results of the default run: a test run makes its own
     (repo / "dvc.lock").unlink(missing_ok=True)
     for results in ("metrics", "reports", "dvclive"):
         shutil.rmtree(repo / results, ignore_errors=True)
-    override_params(repo / "params.yaml", TINY_PARAMS)
+    override_params(repo / "params.yaml", overrides)
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "tiny"], repo)
+    run(["git", "commit", "-qm", "test repo"], repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """A git copy of the repo with TINY_PARAMS, after a real `dvc repro` (about a minute), committed."""
+    repo = new_repo(tmp_path_factory.mktemp("tiny_repo"), TINY_PARAMS)
     run(["dvc", "repro"], repo)
     run(["git", "add", "-A"], repo)  # commit the baseline's dvc.lock and metrics, as a user would
     run(["git", "commit", "-qm", "baseline run"], repo)

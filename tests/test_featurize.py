@@ -1,21 +1,24 @@
+import pandas as pd
 import pytest
 from transformers import WhisperProcessor
 
 from conftest import SAMPLE
 from stages.featurize import FeaturizeParams, featurize_split
-from stages.prepare import PrepareParams, prepare_split
+from stages.prepare import PrepareParams, Sources, prepare_split
 from svwhisper.data import FeatureSplit
 from svwhisper.modeling import local_feature_extractor, train_tokenizer
+from svwhisper.sources import Source
 from svwhisper.text import TextParams, normalize
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """20 prepared clips of the shipped corpus, and a local processor for them."""
-    params = PrepareParams(source_dir=str(SAMPLE), max_duration_s=4.0, max_clips_per_split=20)
-    table, _ = prepare_split(SAMPLE, "test", params)
+    source = Source(kind="commonvoice", path=str(SAMPLE), tsv="test")
+    params = PrepareParams(Sources((source,), (source,), (source,)), max_duration_s=4.0, max_clips_per_split=20)
     path = tmp_path_factory.mktemp("prepared") / "test.parquet"
-    table.to_parquet(path, index=False)
+    prepare_split([source], params, path)
+    table = pd.read_parquet(path)
     tokenizer = train_tokenizer(map(normalize, table["sentence"]), vocab_size=300)
     processor = WhisperProcessor(feature_extractor=local_feature_extractor(4, 80), tokenizer=tokenizer)
     return path, table, processor

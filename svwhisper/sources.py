@@ -1,0 +1,219 @@
+"""Where clips come from: Common Voice releases, manifests, folders and Hugging Face datasets.
+
+Each source in `params.yaml` (`prepare.sources.<split>`) is a `Source`; `iter_clips(source)`
+yields one `Clip` per row and one `BadRow` per row that cannot be read (counted, never fatal).
+A file that cannot be read as a table at all (bad UTF-8, a missing required column) raises
+`ManifestError` naming the file and line. Audio is not decoded here: that is prepare's job.
+"""
+
+import csv
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus")
+CV_COLUMNS = ("client_id", "path", "sentence", "up_votes", "down_votes")
+MANIFEST_COLUMNS = ("path", "sentence")
+# the fields each kind needs (besides `kind`); fields of other kinds must be left unset
+KIND_FIELDS = {
+    "commonvoice": {"path", "tsv"},
+    "manifest": {"path"},
+    "folder": {"path"},
+    "hf": {"name"},
+}
+HF_ONLY = ("name", "config", "split", "revision", "streaming", "audio_column", "text_column", "speaker_column")
+
+
+class ManifestError(ValueError):
+    """A table that cannot be read as a manifest; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One entry of `prepare.sources.<split>` in params.yaml."""
+
+    kind: str  # commonvoice | manifest | folder | hf
+    path: str = ""  # commonvoice: locale dir; manifest: .csv/.tsv file; folder: dir; hf: local data files (glob)
+    tsv: str = ""  # commonvoice: train, dev, test, validated, other, ...
+    name: str = ""  # hf: hub id (fixie-ai/common_voice_17_0) or a file builder (parquet, csv, audiofolder)
+    config: str = ""  # hf: configuration, e.g. sv-SE
+    split: str = "train"  # hf: split of that dataset
+    revision: str = ""  # hf: commit or tag to pin, so that a rerun reads the same data
+    streaming: bool = False  # hf: read rows as they download instead of caching the whole set first
+    audio_column: str = "audio"  # hf: column holding audio ({bytes, path} or a path)
+    text_column: str = "sentence"  # hf: column holding the transcript
+    speaker_column: str = ""  # hf: column naming the speaker ("" = unknown)
+
+    def check(self) -> None:
+        if self.kind not in KIND_FIELDS:
+            raise ValueError(f"kind {self.kind!r} is not one of {', '.join(KIND_FIELDS)}")
+        for field in KIND_FIELDS[self.kind]:
+            if not getattr(self, field):
+                raise ValueError(f"a {self.kind} source needs {field!r}")
+        if self.tsv and self.kind != "commonvoice":
+            raise ValueError(f"'tsv' is for commonvoice sources, not {self.kind}")
+        defaults = Source(kind=self.kind)
+        stray = [f for f in HF_ONLY if self.kind != "hf" and getattr(self, f) != getattr(defaults, f)]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} only apply to hf sources, not {self.kind}")
+
+    def describe(self) -> str:
+        """A short name for logs and the report, e.g. `commonvoice:data/cv/sv-SE/train.tsv`."""
+        if self.kind == "commonvoice":
+            return f"commonvoice:{Path(self.path) / self.tsv}.tsv"
+        if self.kind == "hf":
+            parts = [self.name, self.config, self.split, self.path]
+            return "hf:" + "/".join(p for p in parts if p)
+        return f"{self.kind}:{self.path}"
+
+    def local_paths(self) -> list[Path]:
+        """Files or dirs on this machine that the source reads (none for a hub dataset)."""
+        if not self.path:
+            return []
+        return [Path(self.path.split("*")[0] or ".")]  # a glob's fixed prefix
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One candidate clip: its audio is not decoded yet."""
+
+    id: str  # unique within its source: the clip file's stem or the dataset's row
+    sentence: str  # NFC, stripped
+    speaker: str  # "" when the source does not say
+    audio: Path | bytes  # a file, or encoded audio bytes (wav, flac, mp3, ...)
+    where: str  # what the report lists if the clip is dropped
+    vote_margin: int | None = None  # Common Voice up_votes - down_votes
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that could not be read (wrong number of fields, no transcript), as `file:line`."""
+
+    where: str
+    reason: str = "malformed_row"
+
+
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text or "").strip()
+
+
+def read_table(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict | None]]:
+    """Rows of a .tsv or .csv file as (1-based line, {column: value}); (line, None) for a malformed row.
+
+    TSV is read with quoting off: Common Voice writes quote characters inside sentences
+    unescaped, so a field is whatever lies between tabs. CSV uses standard quoting (sentences
+    contain commas). Extra columns are kept. Bad UTF-8 or a missing required column raises
+    ManifestError naming the file and line.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ManifestError(f"{path}:{line}: not valid UTF-8 ({err.reason})") from None
+    if Path(path).suffix.lower() == ".csv":
+        reader = csv.reader(text.splitlines(keepends=True))
+    else:
+        reader = csv.reader(text.splitlines(keepends=True), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader, [])
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ManifestError(f"{path}:1: missing required column(s) {', '.join(missing)}")
+    for fields in reader:
+        if not fields:
+            continue
+        line = reader.line_num
+        yield line, dict(zip(header, fields, strict=True)) if len(fields) == len(header) else None
+
+
+def _votes(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+def commonvoice_clips(source: Source) -> Iterator[Clip | BadRow]:
+    """Rows of `<path>/<tsv>.tsv` of a Common Voice release, audio in `<path>/clips/`."""
+    root = Path(source.path)
+    tsv = root / f"{source.tsv}.tsv"
+    for line, row in read_table(tsv, CV_COLUMNS):
+        if row is None:
+            yield BadRow(f"{tsv}:{line}")
+            continue
+        clip = root / "clips" / row["path"]
+        margin = _votes(row["up_votes"]) - _votes(row["down_votes"])
+        yield Clip(Path(row["path"]).stem, nfc(row["sentence"]), row["client_id"], clip, str(clip), margin)
+
+
+def manifest_clips(source: Source) -> Iterator[Clip | BadRow]:
+    """Rows of a `path`,`sentence` CSV/TSV (optional `speaker`); paths relative to the manifest's dir."""
+    manifest = Path(source.path)
+    for line, row in read_table(manifest, MANIFEST_COLUMNS):
+        if row is None:
+            yield BadRow(f"{manifest}:{line}")
+            continue
+        clip = manifest.parent / row["path"]
+        clip_id = Path(row["path"]).with_suffix("").as_posix()
+        yield Clip(clip_id, nfc(row["sentence"]), row.get("speaker", ""), clip, str(clip))
+
+
+def folder_clips(source: Source) -> Iterator[Clip | BadRow]:
+    """Audio files under a dir, each with its transcript in a `.txt` file of the same stem beside it.
+
+    A clip in a subfolder is attributed to a speaker named after that subfolder.
+    """
+    root = Path(source.path)
+    if not root.is_dir():
+        raise ManifestError(f"{root}: folder source is not a directory")
+    for clip in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+        transcript = clip.with_suffix(".txt")
+        if not transcript.exists():
+            yield BadRow(str(clip), "missing_transcript")
+            continue
+        relative = clip.relative_to(root)
+        speaker = relative.parts[0] if len(relative.parts) > 1 else ""
+        sentence = nfc(transcript.read_text(encoding="utf-8", errors="replace"))
+        yield Clip(relative.with_suffix("").as_posix(), sentence, speaker, clip, str(clip))
+
+
+def hf_clips(source: Source) -> Iterator[Clip | BadRow]:
+    """Rows of a Hugging Face dataset (hub id, or a file builder such as parquet over local files).
+
+    Audio is read undecoded ({bytes, path}) so that prepare decodes it like every other source,
+    without torchcodec/FFmpeg.
+    """
+    from datasets import Audio, load_dataset  # heavy: only when an hf source is used
+
+    where = source.describe()
+    dataset = load_dataset(
+        source.name,
+        source.config or None,
+        split=source.split,
+        data_files=source.path or None,
+        revision=source.revision or None,
+        streaming=source.streaming,
+    )
+    columns = dataset.features or {}
+    for column in (source.audio_column, source.text_column, source.speaker_column):
+        if column and column not in columns:
+            raise ManifestError(f"{where}: no column {column!r} (columns: {', '.join(columns)})")
+    if isinstance(columns[source.audio_column], Audio):
+        dataset = dataset.cast_column(source.audio_column, Audio(decode=False))
+    for index, row in enumerate(dataset):
+        audio = row[source.audio_column]
+        stored = audio.get("bytes") or audio.get("path") if isinstance(audio, dict) else audio
+        if not stored:
+            yield BadRow(f"{where}#{index}", "missing_clip")
+            continue
+        speaker = str(row[source.speaker_column] or "") if source.speaker_column else ""
+        clip_id = f"{source.split}-{index:08d}"
+        audio_ref = stored if isinstance(stored, bytes) else Path(stored)
+        yield Clip(clip_id, nfc(row[source.text_column]), speaker, audio_ref, f"{where}#{index}")
+
+
+def iter_clips(source: Source) -> Iterator[Clip | BadRow]:
+    """Every row of `source`, in its own order (deterministic for files and pinned datasets)."""
+    readers = {"commonvoice": commonvoice_clips, "manifest": manifest_clips, "folder": folder_clips, "hf": hf_clips}
+    return readers[source.kind](source)

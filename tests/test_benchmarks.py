@@ -1,4 +1,4 @@
-"""The featurize benchmark runs and its deterministic targets hold (speed is the benchmark's job, not a test's)."""
+"""The benchmarks run and their deterministic parts hold (speed is the benchmark's job, not a test's)."""
 
 import json
 import subprocess
@@ -25,3 +25,17 @@ def test_featurize_benchmark_prints_one_json_object_with_its_targets():
     assert result["size_ratio_vs_seed"] >= 8  # bytes on disk: not a timing
     for key in ("speedup_vs_seed", "peak_rss_mb_1x", "peak_rss_mb_4x", "rss_growth_4x", "targets_met"):
         assert key in result
+
+
+def test_prepare_benchmark_reads_the_same_clips_from_every_kind_of_source(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/prepare.py"), "--clips", "16"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for source in ("commonvoice", "hf_parquet", "hf_parquet_streaming"):
+        assert result[f"{source}_kept"] == 16, source
+        assert result[f"{source}_clips_per_s"] > 0

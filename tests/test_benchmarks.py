@@ -11,15 +11,20 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def test_featurize_benchmark_prints_one_json_object_with_its_targets():
+def benchmark(name: str, clips: int) -> dict:
+    """Run benchmarks/<name>.py on `clips` clips; its last line of output, as JSON."""
     out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/featurize.py"), "--clips", "16"],
+        [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--clips", str(clips)],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_featurize_benchmark_prints_one_json_object_with_its_targets():
+    result = benchmark("featurize", 16)
     assert result["clips"] == 16
     assert result["max_abs_diff"] <= 1e-3  # the model sees the same input either way
     assert result["size_ratio_vs_seed"] >= 8  # bytes on disk: not a timing
@@ -27,15 +32,8 @@ def test_featurize_benchmark_prints_one_json_object_with_its_targets():
         assert key in result
 
 
-def test_prepare_benchmark_reads_the_same_clips_from_every_kind_of_source(tmp_path):
-    out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/prepare.py"), "--clips", "16"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+def test_prepare_benchmark_reads_the_same_clips_from_every_kind_of_source():
+    result = benchmark("prepare", 16)
     for source in ("commonvoice", "hf_parquet", "hf_parquet_streaming"):
         assert result[f"{source}_kept"] == 16, source
         assert result[f"{source}_clips_per_s"] > 0

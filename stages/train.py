@@ -1,11 +1,13 @@
 """train: fine-tune the base model with Seq2SeqTrainer; the best checkpoint by dev WER is the final model.
 
+Checkpoints go to `<checkpoints>/<fingerprint of params and inputs>/` every `save_steps`; a rerun
+after a kill resumes from the newest complete one of the same fingerprint (svwhisper.checkpoints).
+
     python -m stages.train --base-model models/base --features data/features \
         --checkpoints checkpoints --log dvclive --out models/final
 """
 
 import argparse
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +19,11 @@ from transformers import (
     Seq2SeqTrainingArguments,
     WhisperForConditionalGeneration,
     WhisperProcessor,
+    set_seed,
 )
 from transformers.integrations import DVCLiveCallback
 
+from svwhisper.checkpoints import MarkComplete, fingerprint, start_or_resume
 from svwhisper.data import FeatureSplit, SpeechCollator
 from svwhisper.metrics import error_rates
 from svwhisper.params import load_params
@@ -150,11 +154,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", type=Path, required=True)
     parser.add_argument("--features", type=Path, required=True)
-    parser.add_argument("--checkpoints", type=Path, required=True, help="Trainer checkpoints (not a DVC out)")
+    parser.add_argument(
+        "--checkpoints", type=Path, required=True, help="Trainer checkpoints, one dir per run (not a DVC out)"
+    )
     parser.add_argument("--log", type=Path, required=True, help="dvclive directory")
     parser.add_argument("--out", type=Path, required=True, help="final model dir")
     args = parser.parse_args()
     params = load_params(TrainParams, "train")
+    set_seed(params.seed)  # before anything draws random numbers (the CTC head's init): reruns are repeatable
 
     model = WhisperForConditionalGeneration.from_pretrained(args.base_model, dropout=params.dropout)
     model.config.apply_spec_augment = params.spec_augment
@@ -165,29 +172,26 @@ def main() -> None:
         n_frames=processor.feature_extractor.nb_max_frames,
         decoder_start_token_id=model.config.decoder_start_token_id,
     )
-    # Resuming after preemption is not implemented yet: start clean so stale checkpoints
-    # from other params can never be picked up as "best".
-    if args.checkpoints.exists():
-        print(f"train: removing old checkpoints in {args.checkpoints}")
-        shutil.rmtree(args.checkpoints)
+    run_dir = args.checkpoints / fingerprint(params, [args.base_model, args.features])
+    resume_from = start_or_resume(run_dir, args.log)
     eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     if params.ctc_weight > 0:
         # spoken tokens and one blank (eot's id) only: timestamps and language tokens never occur
         model.ctc_head = torch.nn.Linear(model.config.d_model, eot + 1)
-    live = Live(dir=str(args.log), dvcyaml=None, save_dvc_exp=False, report=None)
+    live = Live(dir=str(args.log), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume_from is not None)
     trainer = JointCTCTrainer(
         model=model,
-        args=training_args(params, args.checkpoints),
+        args=training_args(params, run_dir),
         train_dataset=FeatureSplit(args.features / "train"),
         eval_dataset=FeatureSplit(args.features / "dev"),
         data_collator=collator,
         processing_class=processor,
         compute_metrics=wer_metric(processor),
-        callbacks=[TrainStepDVCLive(live=live, log_model=None)],
+        callbacks=[TrainStepDVCLive(live=live, log_model=None), MarkComplete(args.log)],
         ctc_weight=params.ctc_weight,
         blank_id=eot,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     best = trainer.state.best_metric
     print(f"train: best dev WER {best:.4f} at {trainer.state.best_model_checkpoint}")
     # load_best_model_at_end put the best weights back into trainer.model

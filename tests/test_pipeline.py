@@ -1,6 +1,7 @@
 """Smoke tests of the real pipeline (dvc repro, dvc exp run) on the tiny memorisation slice."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -47,6 +48,28 @@ def test_memorised_clips_come_back_exactly(tiny_repo):
         assert row.hypothesis == normalize(row.reference), row
     metrics = json.loads((tiny_repo / "metrics/eval.json").read_text())
     assert metrics["wer"] == 0.0 and metrics["base_wer"] >= 0.9
+
+
+def test_final_model_serves_swedish_in_a_plain_transformers_pipeline(tiny_repo, caplog):
+    """The best checkpoint is saved as a complete model dir: any transformers user can load and run it."""
+    import warnings
+
+    from transformers import GenerationConfig, pipeline
+
+    final = tiny_repo / "models/final"
+    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        assert (final / name).is_file(), name
+    generation = GenerationConfig.from_pretrained(final)
+    assert (generation.language, generation.task, generation.forced_decoder_ids) == ("sv", "transcribe", None)
+
+    prepared = pd.read_parquet(tiny_repo / "data/prepared/test.parquet")
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING"):
+        warnings.simplefilter("always")
+        asr = pipeline("automatic-speech-recognition", model=str(final))
+        text = asr(prepared["audio"][0])["text"]
+    assert text.strip() == normalize(prepared["sentence"][0])  # a memorised clip, in Swedish
+    said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if re.search(r"language|forced_decoder_ids|\btask\b|translat", m, re.I)], said
 
 
 def test_exp_run_with_dash_s_is_listed_beside_the_baseline(tiny_repo):

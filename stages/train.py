@@ -8,6 +8,7 @@ after a kill resumes from the newest complete one of the same fingerprint (svwhi
 """
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,19 @@ from transformers import (
 )
 from transformers.integrations import DVCLiveCallback
 
-from svwhisper.checkpoints import MarkComplete, fingerprint, start_or_resume
+from svwhisper.checkpoints import MarkComplete, fingerprint, resumable, start_or_resume
 from svwhisper.data import FeatureSplit, SpeechCollator
 from svwhisper.metrics import error_rates
 from svwhisper.params import load_params
+from svwhisper.training import (
+    add_lora,
+    freeze_encoder,
+    is_out_of_memory,
+    merge_lora,
+    oom_advice,
+    resolve_precision,
+    trainable_fraction,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,16 @@ class TrainParams:
     generation_max_length: int = 225
     eval_batch_size: int = 16
     ctc_weight: float = 0.0
+    precision: str = "auto"
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    eval_max_samples: int = 0
+    freeze_encoder: bool = False
+    lora_rank: int = 0
+    lora_alpha: int = 64
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
+    launcher: str = "python"
     seed: int = 42
 
     def check(self) -> None:
@@ -54,8 +74,21 @@ class TrainParams:
             raise ValueError("learning_rate must be > 0")
         if not 0.0 <= self.ctc_weight < 1.0:
             raise ValueError("ctc_weight must be in [0, 1)")
-        if min(self.max_steps, self.batch_size, self.eval_steps, self.save_steps, self.logging_steps) < 1:
-            raise ValueError("max_steps, batch_size, eval_steps, save_steps and logging_steps must be >= 1")
+        steps = (self.max_steps, self.batch_size, self.eval_steps, self.save_steps, self.logging_steps)
+        if min(*steps, self.gradient_accumulation_steps) < 1:
+            raise ValueError(
+                "max_steps, batch_size, eval_steps, save_steps, logging_steps and gradient_accumulation_steps "
+                "must be >= 1"
+            )
+        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
+        if self.eval_max_samples < 0 or self.lora_rank < 0:
+            raise ValueError("eval_max_samples (0 = all) and lora_rank (0 = off) must be >= 0")
+        if self.lora_rank and (self.freeze_encoder or self.ctc_weight):
+            # LoRA already freezes every base weight; these flags belong to full fine-tuning
+            raise ValueError("lora_rank > 0 trains adapters only: set freeze_encoder: false and ctc_weight: 0")
+        if self.freeze_encoder and self.ctc_weight:
+            raise ValueError("ctc_weight > 0 trains the encoder through a CTC head: it needs freeze_encoder: false")
         if self.save_steps % self.eval_steps:
             # the best checkpoint by WER can only be one that was evaluated
             raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps})")
@@ -121,7 +154,7 @@ def wer_metric(processor: WhisperProcessor):
     return compute
 
 
-def training_args(params: TrainParams, checkpoints: Path) -> Seq2SeqTrainingArguments:
+def training_args(params: TrainParams, checkpoints: Path, precision: str) -> Seq2SeqTrainingArguments:
     return Seq2SeqTrainingArguments(
         output_dir=str(checkpoints),
         learning_rate=params.learning_rate,
@@ -129,6 +162,10 @@ def training_args(params: TrainParams, checkpoints: Path) -> Seq2SeqTrainingArgu
         warmup_steps=params.warmup_steps,
         max_steps=params.max_steps,
         per_device_train_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        gradient_checkpointing=params.gradient_checkpointing,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
         per_device_eval_batch_size=params.eval_batch_size,
         weight_decay=params.weight_decay,
         eval_strategy="steps",
@@ -150,55 +187,88 @@ def training_args(params: TrainParams, checkpoints: Path) -> Seq2SeqTrainingArgu
     )
 
 
+def build_model(params: TrainParams, base_model: Path, blank_id: int):
+    """The model to train: the base Whisper with dropout/SpecAugment set, then the CTC head, a frozen
+    encoder or LoRA adapters as the params say. Prints how many weights train."""
+    model = WhisperForConditionalGeneration.from_pretrained(base_model, dropout=params.dropout)
+    model.config.apply_spec_augment = params.spec_augment
+    model.config.mask_time_prob = params.mask_time_prob
+    model.config.mask_feature_prob = params.mask_feature_prob
+    if params.ctc_weight > 0:
+        # spoken tokens and one blank (eot's id) only: timestamps and language tokens never occur
+        model.ctc_head = torch.nn.Linear(model.config.d_model, blank_id + 1)
+    if params.freeze_encoder:
+        freeze_encoder(model)
+    if params.lora_rank:
+        model = add_lora(model, params.lora_rank, params.lora_alpha, params.lora_dropout, params.lora_targets)
+        if params.gradient_checkpointing:
+            model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    trainable, total = trainable_fraction(model)
+    print(f"train: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters train")
+    return model
+
+
+def train_or_explain_oom(trainer: Seq2SeqTrainer, params: TrainParams, resume_from: Path | None) -> None:
+    """trainer.train(), with an out-of-memory error turned into the knobs to turn (checkpoints stay for resume)."""
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        advice = oom_advice(params.batch_size, params.gradient_accumulation_steps, params.gradient_checkpointing)
+        raise SystemExit(f"{advice}\n({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", type=Path, required=True)
     parser.add_argument("--features", type=Path, required=True)
-    parser.add_argument(
-        "--checkpoints", type=Path, required=True, help="Trainer checkpoints, one dir per run (not a DVC out)"
-    )
+    parser.add_argument("--checkpoints", type=Path, required=True, help="checkpoint root, one dir per run")
     parser.add_argument("--log", type=Path, required=True, help="dvclive directory")
     parser.add_argument("--out", type=Path, required=True, help="final model dir")
     args = parser.parse_args()
     params = load_params(TrainParams, "train")
+    try:
+        precision = resolve_precision(params.precision)
+    except ValueError as err:
+        raise SystemExit(f"params.yaml: {err}") from None
     set_seed(params.seed)  # before anything draws random numbers (the CTC head's init): reruns are repeatable
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun/accelerate, one process logs and saves
 
-    model = WhisperForConditionalGeneration.from_pretrained(args.base_model, dropout=params.dropout)
-    model.config.apply_spec_augment = params.spec_augment
-    model.config.mask_time_prob = params.mask_time_prob
-    model.config.mask_feature_prob = params.mask_feature_prob
     processor = WhisperProcessor.from_pretrained(args.base_model)
-    collator = SpeechCollator(
-        n_frames=processor.feature_extractor.nb_max_frames,
-        decoder_start_token_id=model.config.decoder_start_token_id,
-    )
-    run_dir = args.checkpoints / fingerprint(params, [args.base_model, args.features])
-    resume_from = start_or_resume(run_dir, args.log)
     eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    if params.ctc_weight > 0:
-        # spoken tokens and one blank (eot's id) only: timestamps and language tokens never occur
-        model.ctc_head = torch.nn.Linear(model.config.d_model, eot + 1)
-    live = Live(dir=str(args.log), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume_from is not None)
+    model = build_model(params, args.base_model, eot)
+    run_dir = args.checkpoints / fingerprint(params, [args.base_model, args.features])
+    resume_from = start_or_resume(run_dir, args.log) if main_process else resumable(run_dir)[0]
+    live = None
+    if main_process:
+        live = Live(dir=str(args.log), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume_from is not None)
+    dev = FeatureSplit(args.features / "dev")
+    if params.eval_max_samples and params.eval_max_samples < len(dev):
+        dev = torch.utils.data.Subset(dev, range(params.eval_max_samples))  # the same clips at every eval
     trainer = JointCTCTrainer(
         model=model,
-        args=training_args(params, run_dir),
+        args=training_args(params, run_dir, precision),
         train_dataset=FeatureSplit(args.features / "train"),
-        eval_dataset=FeatureSplit(args.features / "dev"),
-        data_collator=collator,
+        eval_dataset=dev,
+        data_collator=SpeechCollator(processor.feature_extractor.nb_max_frames, model.config.decoder_start_token_id),
         processing_class=processor,
         compute_metrics=wer_metric(processor),
         callbacks=[TrainStepDVCLive(live=live, log_model=None), MarkComplete(args.log)],
         ctc_weight=params.ctc_weight,
         blank_id=eot,
     )
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    best = trainer.state.best_metric
-    print(f"train: best dev WER {best:.4f} at {trainer.state.best_model_checkpoint}")
+    train_or_explain_oom(trainer, params, resume_from)
+    if not trainer.is_world_process_zero():
+        return
+    print(f"train: best dev WER {trainer.state.best_metric:.4f} at {trainer.state.best_model_checkpoint}")
     # load_best_model_at_end put the best weights back into trainer.model
-    if hasattr(model, "ctc_head"):
-        del model.ctc_head  # a training aid only: the saved model is a plain Whisper
-    model.config.apply_spec_augment = False  # a served model never masks its input
-    trainer.save_model(str(args.out))
+    final = merge_lora(trainer.model)  # a plain Whisper: serving needs no peft
+    if hasattr(final, "ctc_head"):
+        del final.ctc_head  # a training aid only
+    final.config.apply_spec_augment = False  # a served model never masks its input
+    final.config.use_cache = True
+    final.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     live.end()
 

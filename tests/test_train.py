@@ -1,6 +1,17 @@
-import torch
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
-from stages.train import ctc_targets
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import REPO, override_params
+from stages.train import TrainParams, ctc_targets, train_or_explain_oom
+from svwhisper.params import ParamsError, parse_block
+from svwhisper.training import resolve_precision
 
 
 def test_ctc_targets_keep_only_spoken_tokens():
@@ -14,3 +25,107 @@ def test_ctc_targets_keep_only_spoken_tokens():
     targets, lengths = ctc_targets(labels, eot)
     assert targets.tolist() == [10, 11, 12, 7]
     assert lengths.tolist() == [3, 1]
+
+
+@pytest.mark.parametrize(
+    "asked, cuda, bf16_ok, expected",
+    [
+        ("auto", False, False, "fp32"),
+        ("auto", True, True, "bf16"),
+        ("auto", True, False, "fp16"),
+        ("fp32", True, True, "fp32"),
+    ],
+)
+def test_precision_follows_the_hardware(asked, cuda, bf16_ok, expected):
+    assert resolve_precision(asked, cuda=cuda, bf16_ok=bf16_ok) == expected
+
+
+def test_precision_the_hardware_cannot_run_is_refused_at_start():
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", cuda=False, bf16_ok=False)
+    with pytest.raises(ValueError, match="no bfloat16 support"):
+        resolve_precision("bf16", cuda=True, bf16_ok=False)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"lora_rank": 8, "freeze_encoder": True}, "trains adapters only"),
+        ({"lora_rank": 8, "ctc_weight": 0.3}, "trains adapters only"),
+        ({"freeze_encoder": True, "ctc_weight": 0.3}, "needs freeze_encoder: false"),
+        ({"precision": "fp8"}, "precision must be"),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
+    ],
+)
+def test_invalid_combinations_are_rejected_when_params_load(values, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_block(TrainParams, values, "train")
+
+
+class OutOfMemoryTrainer:
+    def __init__(self, err):
+        self.err = err
+
+    def train(self, resume_from_checkpoint=None):
+        raise self.err
+
+
+def test_out_of_memory_names_the_knobs_and_other_errors_pass_through():
+    params = TrainParams(batch_size=16)
+    with pytest.raises(SystemExit) as stop:
+        train_or_explain_oom(
+            OutOfMemoryTrainer(torch.OutOfMemoryError("CUDA out of memory. Tried 2 GiB")), params, None
+        )
+    message = str(stop.value)
+    assert "-S train.batch_size=8 -S train.gradient_accumulation_steps=2 (same effective batch of 16)" in message
+    assert "gradient_checkpointing=true" in message and "CUDA out of memory" in message
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    with pytest.raises(SystemExit, match="out of memory in a training step"):
+        train_or_explain_oom(OutOfMemoryTrainer(cpu), params, None)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        train_or_explain_oom(OutOfMemoryTrainer(RuntimeError("shape mismatch")), params, None)
+
+
+def run_train_stage(tiny_repo: Path, tmp_path: Path, overrides: dict) -> subprocess.CompletedProcess:
+    """The train stage on the tiny repo's base model and features, with `overrides` in its train block."""
+    shutil.copy(tiny_repo / "params.yaml", tmp_path / "params.yaml")
+    override_params(tmp_path / "params.yaml", {"train": overrides})
+    cmd = [sys.executable, "-m", "stages.train", "--base-model", str(tiny_repo / "models/base")]
+    cmd += ["--features", str(tiny_repo / "data/features"), "--checkpoints", "ck", "--log", "log", "--out", "final"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+SHORT = {"max_steps": 10, "eval_steps": 10, "save_steps": 10, "warmup_steps": 2, "ctc_weight": 0.0}
+
+
+@pytest.mark.slow
+def test_lora_adapters_are_merged_into_a_plain_whisper(tiny_repo, tmp_path):
+    done = run_train_stage(tiny_repo, tmp_path, {**SHORT, "lora_rank": 4, "learning_rate": 1e-2})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "M parameters train" in done.stdout
+    with safe_open(tmp_path / "final/model.safetensors", "pt") as final:
+        assert not [k for k in final.keys() if "lora" in k]
+        with safe_open(tiny_repo / "models/base/model.safetensors", "pt") as base:
+            name = "model.decoder.layers.0.self_attn.q_proj.weight"
+            assert not torch.equal(final.get_tensor(name), base.get_tensor(name))  # adapters folded in
+            name = "model.decoder.layers.0.fc1.weight"
+            assert torch.equal(final.get_tensor(name), base.get_tensor(name))  # no adapter there: untouched
+
+
+@pytest.mark.slow
+def test_freeze_encoder_trains_the_decoder_only(tiny_repo, tmp_path):
+    done = run_train_stage(tiny_repo, tmp_path, {**SHORT, "freeze_encoder": True})
+    assert done.returncode == 0, done.stderr[-3000:]
+    with safe_open(tmp_path / "final/model.safetensors", "pt") as final:
+        with safe_open(tiny_repo / "models/base/model.safetensors", "pt") as base:
+            for name in ("model.encoder.layers.0.fc1.weight", "model.decoder.layers.0.fc1.weight"):
+                same = torch.equal(final.get_tensor(name), base.get_tensor(name))
+                assert same == ("encoder" in name), name
+
+
+def test_fp16_on_a_cpu_stops_before_any_work(tiny_repo, tmp_path):
+    done = run_train_stage(tiny_repo, tmp_path, {"precision": "fp16"})
+    assert done.returncode != 0
+    assert "train.precision=fp16 needs a CUDA GPU" in done.stderr
+    assert not (tmp_path / "ck").exists()

@@ -4,7 +4,7 @@ Checkpoints go to `<checkpoints>/<fingerprint of params and inputs>/` every `sav
 after a kill resumes from the newest complete one of the same fingerprint (svwhisper.checkpoints).
 
     python -m stages.train --base-model models/base --features data/features \
-        --checkpoints checkpoints --log dvclive --out models/final
+        --checkpoints checkpoints --dvclive dvclive --out models/final
 """
 
 import argparse
@@ -122,7 +122,8 @@ class JointCTCTrainer(Seq2SeqTrainer):
         labels = inputs["labels"]
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         if model.training and self.ctc_weight > 0:
-            log_probs = model.ctc_head(outputs.encoder_last_hidden_state).log_softmax(-1).transpose(0, 1)
+            head = self.accelerator.unwrap_model(model).ctc_head  # under DDP, `model` is the wrapper
+            log_probs = head(outputs.encoder_last_hidden_state).log_softmax(-1).transpose(0, 1)
             targets, target_lengths = ctc_targets(labels, self.blank_id)
             input_lengths = torch.full((labels.shape[0],), log_probs.shape[0], dtype=torch.long)
             ctc = torch.nn.functional.ctc_loss(
@@ -136,7 +137,8 @@ class TrainStepDVCLive(DVCLiveCallback):
     """DVCLiveCallback whose `step` is the training step (transformers' own counts log calls)."""
 
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):
-        self.live.step = state.global_step
+        if self.live is not None:  # None outside the main process
+            self.live.step = state.global_step
         super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
 
@@ -164,6 +166,10 @@ def training_args(params: TrainParams, checkpoints: Path, precision: str) -> Seq
         per_device_train_batch_size=params.batch_size,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
         gradient_checkpointing=params.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),  # also what lets torchrun run several CPU processes (gloo)
+        # every weight gets a gradient each step; the CTC head is used outside forward(), which DDP's
+        # unused-parameter search would count twice
+        ddp_find_unused_parameters=False,
         fp16=precision == "fp16",
         bf16=precision == "bf16",
         per_device_eval_batch_size=params.eval_batch_size,
@@ -224,7 +230,7 @@ def main() -> None:
     parser.add_argument("--base-model", type=Path, required=True)
     parser.add_argument("--features", type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, required=True, help="checkpoint root, one dir per run")
-    parser.add_argument("--log", type=Path, required=True, help="dvclive directory")
+    parser.add_argument("--dvclive", type=Path, required=True, help="dvclive directory")
     parser.add_argument("--out", type=Path, required=True, help="final model dir")
     args = parser.parse_args()
     params = load_params(TrainParams, "train")
@@ -239,10 +245,12 @@ def main() -> None:
     eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model = build_model(params, args.base_model, eot)
     run_dir = args.checkpoints / fingerprint(params, [args.base_model, args.features])
-    resume_from = start_or_resume(run_dir, args.log) if main_process else resumable(run_dir)[0]
+    resume_from = start_or_resume(run_dir, args.dvclive) if main_process else resumable(run_dir)[0]
     live = None
     if main_process:
-        live = Live(dir=str(args.log), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume_from is not None)
+        live = Live(
+            dir=str(args.dvclive), dvcyaml=None, save_dvc_exp=False, report=None, resume=resume_from is not None
+        )
     dev = FeatureSplit(args.features / "dev")
     if params.eval_max_samples and params.eval_max_samples < len(dev):
         dev = torch.utils.data.Subset(dev, range(params.eval_max_samples))  # the same clips at every eval
@@ -254,7 +262,7 @@ def main() -> None:
         data_collator=SpeechCollator(processor.feature_extractor.nb_max_frames, model.config.decoder_start_token_id),
         processing_class=processor,
         compute_metrics=wer_metric(processor),
-        callbacks=[TrainStepDVCLive(live=live, log_model=None), MarkComplete(args.log)],
+        callbacks=[TrainStepDVCLive(live=live, log_model=None), MarkComplete(args.dvclive)],
         ctc_weight=params.ctc_weight,
         blank_id=eot,
     )
@@ -270,7 +278,8 @@ def main() -> None:
     final.config.use_cache = True
     final.save_pretrained(args.out)
     processor.save_pretrained(args.out)
-    live.end()
+    if live is not None:
+        live.end()
 
 
 if __name__ == "__main__":

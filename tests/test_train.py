@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -8,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import REPO, override_params
+from conftest import REPO, override_params, run
 from stages.train import TrainParams, ctc_targets, train_or_explain_oom
 from svwhisper.params import ParamsError, parse_block
 from svwhisper.training import resolve_precision
@@ -91,7 +92,7 @@ def run_train_stage(tiny_repo: Path, tmp_path: Path, overrides: dict) -> subproc
     shutil.copy(tiny_repo / "params.yaml", tmp_path / "params.yaml")
     override_params(tmp_path / "params.yaml", {"train": overrides})
     cmd = [sys.executable, "-m", "stages.train", "--base-model", str(tiny_repo / "models/base")]
-    cmd += ["--features", str(tiny_repo / "data/features"), "--checkpoints", "ck", "--log", "log", "--out", "final"]
+    cmd += ["--features", str(tiny_repo / "data/features"), "--checkpoints", "ck", "--dvclive", "log", "--out", "final"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
@@ -129,3 +130,20 @@ def test_fp16_on_a_cpu_stops_before_any_work(tiny_repo, tmp_path):
     assert done.returncode != 0
     assert "train.precision=fp16 needs a CUDA GPU" in done.stderr
     assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.slow
+def test_launcher_param_runs_the_stage_as_two_torchrun_processes(tiny_repo, tmp_path, monkeypatch):
+    """Multi-GPU is the same stage under torchrun; two CPU processes (gloo) exercise that path here."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo, symlinks=True)
+    override_params(
+        repo / "params.yaml", {"train": {**SHORT, "batch_size": 4, "launcher": "torchrun --nproc_per_node 2"}}
+    )
+    out = run(["dvc", "repro", "train"], repo).stdout
+    assert "torchrun --nproc_per_node 2 -m stages.train" in out
+    assert out.count("train: best dev WER") == 1  # one process reports and saves
+    state = json.loads(next((repo / "checkpoints").glob("*/checkpoint-10/trainer_state.json")).read_text())
+    assert state["train_batch_size"] == 4 and state["global_step"] == 10
+    assert (repo / "models/final/model.safetensors").is_file()

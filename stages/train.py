@@ -104,6 +104,16 @@ def ctc_targets(labels: torch.Tensor, first_special_id: int) -> tuple[torch.Tens
     return labels[spoken], spoken.sum(dim=1)
 
 
+def ctc_loss(head: torch.nn.Module, encoder_out: torch.Tensor, labels: torch.Tensor, blank_id: int) -> torch.Tensor:
+    """CTC loss of `head` over the encoder output (batch, frames, d_model) against the spoken label tokens."""
+    log_probs = head(encoder_out).log_softmax(-1).transpose(0, 1)
+    targets, target_lengths = ctc_targets(labels, blank_id)
+    input_lengths = torch.full((labels.shape[0],), log_probs.shape[0], dtype=torch.long)
+    return torch.nn.functional.ctc_loss(
+        log_probs, targets, input_lengths, target_lengths, blank=blank_id, zero_infinity=True
+    )
+
+
 class JointCTCTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer plus an auxiliary CTC loss on the encoder output, in training only.
 
@@ -123,12 +133,7 @@ class JointCTCTrainer(Seq2SeqTrainer):
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         if model.training and self.ctc_weight > 0:
             head = self.accelerator.unwrap_model(model).ctc_head  # under DDP, `model` is the wrapper
-            log_probs = head(outputs.encoder_last_hidden_state).log_softmax(-1).transpose(0, 1)
-            targets, target_lengths = ctc_targets(labels, self.blank_id)
-            input_lengths = torch.full((labels.shape[0],), log_probs.shape[0], dtype=torch.long)
-            ctc = torch.nn.functional.ctc_loss(
-                log_probs, targets, input_lengths, target_lengths, blank=self.blank_id, zero_infinity=True
-            )
+            ctc = ctc_loss(head, outputs.encoder_last_hidden_state, labels, self.blank_id)
             loss = (1 - self.ctc_weight) * loss + self.ctc_weight * ctc
         return (loss, outputs) if return_outputs else loss
 

@@ -11,10 +11,10 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def benchmark(name: str, clips: int) -> dict:
-    """Run benchmarks/<name>.py on `clips` clips; its last line of output, as JSON."""
+def benchmark(name: str, *args: str) -> dict:
+    """Run benchmarks/<name>.py with `args`; its last line of output, as JSON."""
     out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--clips", str(clips)],
+        [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -24,7 +24,7 @@ def benchmark(name: str, clips: int) -> dict:
 
 
 def test_featurize_benchmark_prints_one_json_object_with_its_targets():
-    result = benchmark("featurize", 16)
+    result = benchmark("featurize", "--clips", "16")
     assert result["clips"] == 16
     assert result["max_abs_diff"] <= 1e-3  # the model sees the same input either way
     assert result["size_ratio_vs_seed"] >= 8  # bytes on disk: not a timing
@@ -33,7 +33,14 @@ def test_featurize_benchmark_prints_one_json_object_with_its_targets():
 
 
 def test_prepare_benchmark_reads_the_same_clips_from_every_kind_of_source():
-    result = benchmark("prepare", 16)
+    result = benchmark("prepare", "--clips", "16")
     for source in ("commonvoice", "hf_parquet", "hf_parquet_streaming"):
         assert result[f"{source}_kept"] == 16, source
         assert result[f"{source}_clips_per_s"] > 0
+
+
+def test_train_step_benchmark_trains_both_models_on_the_same_labels():
+    result = benchmark("train_step", "--steps", "1", "--batch-size", "2")
+    assert result["window_s"]["baseline"] == 30 and result["batch_size"] == 2
+    for key in ("baseline_samples_per_s", "ours_samples_per_s", "ours_tokens_per_s", "speedup_vs_baseline"):
+        assert result[key] > 0, key

@@ -1,0 +1,57 @@
+"""Run the queued DVC experiments and fail if any of them failed (`dvc queue start` exits 0 either way).
+
+dvc exp run --queue -S train.learning_rate=1e-3      # queue as many as you like
+python -m svwhisper.queue                            # start, wait, report; exit 1 if one failed
+python -m svwhisper.queue --jobs 2 --timeout 7200
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+
+PENDING = ("Queued", "Running")
+
+
+def parse_status(text: str) -> dict[str, str]:
+    """`dvc queue status` output -> {experiment name (or task id): status}."""
+    tasks = {}
+    for line in text.splitlines():
+        fields = line.split()
+        # Task  Name  Created  Status  (Created may be "09:25 PM" or "Nov 24, 2026")
+        if len(fields) >= 4 and fields[0] != "Task" and fields[-1] in (*PENDING, "Success", "Failed"):
+            tasks[fields[1] if len(fields) > 4 else fields[0]] = fields[-1]
+    return tasks
+
+
+def queue_status() -> dict[str, str]:
+    done = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True, check=True)
+    return parse_status(done.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (each takes all cores)")
+    parser.add_argument("--timeout", type=float, default=24 * 3600, help="seconds to wait for the queue")
+    parser.add_argument("--no-start", action="store_true", help="only wait for a queue already started")
+    args = parser.parse_args()
+
+    if not args.no_start:
+        subprocess.run(["dvc", "queue", "start", "--jobs", str(args.jobs)], check=True)
+    deadline = time.monotonic() + args.timeout
+    tasks = queue_status()
+    while any(status in PENDING for status in tasks.values()):
+        if time.monotonic() > deadline:
+            sys.exit(f"queue: still running after {args.timeout:.0f} s: {tasks}")
+        time.sleep(5)
+        tasks = queue_status()
+    failed = sorted(name for name, status in tasks.items() if status == "Failed")
+    print(f"queue: {len(tasks) - len(failed)} succeeded, {len(failed)} failed")
+    for name in failed:
+        print(f"queue: FAILED {name}: see `dvc queue logs {name}`; `dvc queue remove --failed` clears it")
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

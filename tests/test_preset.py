@@ -1,0 +1,43 @@
+"""Presets apply through DVC's own `-S` parser and give params every stage accepts."""
+
+import shutil
+
+import pytest
+import yaml
+from dvc.utils.hydra import apply_overrides
+from test_params import BLOCKS
+
+from conftest import REPO
+from svwhisper.params import load_params
+from svwhisper.preset import PRESETS, flow, load_preset, overrides
+
+
+def test_overrides_flatten_blocks_and_keep_lists_whole():
+    preset = {"train": {"learning_rate": 1e-5, "precision": "auto"}, "prepare": {"sources": {"dev": [{"kind": "x"}]}}}
+    assert overrides(preset) == [
+        "train.learning_rate=1.0e-05",
+        "train.precision=auto",
+        "prepare.sources.dev=[{kind: x}]",
+    ]
+    assert flow(True) == "true" and flow("torchrun --nproc_per_node 4") == "torchrun --nproc_per_node 4"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PRESETS.glob("*.yaml")))
+def test_every_preset_applied_with_dash_s_loads_in_every_block(tmp_path, name):
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    preset = load_preset(name)
+    apply_overrides(params, overrides(preset))  # what `dvc exp run -S` does with them
+    applied = yaml.safe_load(params.read_text(encoding="utf-8"))
+    typed = {block: load_params(cls, block, params) for block, cls in BLOCKS.items()}
+    for block, values in preset.items():
+        for key, value in values.items():
+            if isinstance(value, dict | list):
+                assert applied[block][key] == value, f"{block}.{key}"
+            else:  # "1e-05" comes back as a string: compare after our typed loading, as the stages see it
+                assert getattr(typed[block], key) == value, f"{block}.{key}"
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(SystemExit, match="known: .*whisper-small-cv"):
+        load_preset("whisper-large")

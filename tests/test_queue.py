@@ -1,0 +1,40 @@
+"""A queued sweep: every experiment runs, and a failed one fails the check instead of hiding."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import override_params, run
+from svwhisper.queue import parse_status
+
+STATUS = """Task     Name        Created    Status
+1ccd2a2  bad         09:25 PM   Failed
+87797e4  lr-1e-3     09:25 PM   Success
+9a0b1c2  lr-3e-3     Nov 24, 2026   Running
+
+Worker status: 1 active, 0 idle
+"""
+
+
+def test_queue_status_is_parsed_by_experiment_name():
+    assert parse_status(STATUS) == {"bad": "Failed", "lr-1e-3": "Success", "lr-3e-3": "Running"}
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_failing_experiment_is_reported_and_exits_1(tiny_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo, symlinks=True)
+    short = {"max_steps": 10, "eval_steps": 10, "save_steps": 10, "warmup_steps": 2}
+    override_params(repo / "params.yaml", {"train": short})
+    run(["git", "commit", "-qam", "short training for the sweep"], repo)
+    run(["dvc", "exp", "run", "--queue", "-n", "lr-good", "-S", "train.learning_rate=1e-3"], repo)
+    run(["dvc", "exp", "run", "--queue", "-n", "lr-bad", "-S", "train.learning_rate=-1"], repo)
+    done = subprocess.run(
+        [sys.executable, "-m", "svwhisper.queue", "--timeout", "600"], cwd=repo, capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 succeeded, 1 failed" in done.stdout and "FAILED lr-bad" in done.stdout
+    shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo).stdout
+    assert "lr-good" in shown and "Success" in shown

@@ -170,7 +170,7 @@ def training_args(params: TrainParams, checkpoints: Path, precision: str) -> Seq
         max_steps=params.max_steps,
         per_device_train_batch_size=params.batch_size,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
-        gradient_checkpointing=params.gradient_checkpointing,
+        activation_checkpointing=params.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         use_cpu=not torch.cuda.is_available(),  # also what lets torchrun run several CPU processes (gloo)
         # every weight gets a gradient each step; the CTC head is used outside forward(), which DDP's
         # unused-parameter search would count twice

@@ -102,7 +102,9 @@ SHORT = {"max_steps": 10, "eval_steps": 10, "save_steps": 10, "warmup_steps": 2,
 
 @pytest.mark.slow
 def test_lora_adapters_are_merged_into_a_plain_whisper(tiny_repo, tmp_path):
-    done = run_train_stage(tiny_repo, tmp_path, {**SHORT, "lora_rank": 4, "learning_rate": 1e-2})
+    # with gradient checkpointing and accumulation, the memory knobs of the whisper-small preset
+    lora = {"lora_rank": 4, "learning_rate": 1e-2, "gradient_checkpointing": True, "gradient_accumulation_steps": 2}
+    done = run_train_stage(tiny_repo, tmp_path, {**SHORT, **lora})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "M parameters train" in done.stdout
     with safe_open(tmp_path / "final/model.safetensors", "pt") as final:
@@ -112,17 +114,21 @@ def test_lora_adapters_are_merged_into_a_plain_whisper(tiny_repo, tmp_path):
             assert not torch.equal(final.get_tensor(name), base.get_tensor(name))  # adapters folded in
             name = "model.decoder.layers.0.fc1.weight"
             assert torch.equal(final.get_tensor(name), base.get_tensor(name))  # no adapter there: untouched
+    state = json.loads(next((tmp_path / "ck").glob("*/checkpoint-10/trainer_state.json")).read_text())
+    assert state["global_step"] == 10 and state["train_batch_size"] == 8
 
 
 @pytest.mark.slow
 def test_freeze_encoder_trains_the_decoder_only(tiny_repo, tmp_path):
-    done = run_train_stage(tiny_repo, tmp_path, {**SHORT, "freeze_encoder": True})
+    done = run_train_stage(tiny_repo, tmp_path, {**SHORT, "freeze_encoder": True, "eval_max_samples": 4})
     assert done.returncode == 0, done.stderr[-3000:]
     with safe_open(tmp_path / "final/model.safetensors", "pt") as final:
         with safe_open(tiny_repo / "models/base/model.safetensors", "pt") as base:
             for name in ("model.encoder.layers.0.fc1.weight", "model.decoder.layers.0.fc1.weight"):
                 same = torch.equal(final.get_tensor(name), base.get_tensor(name))
                 assert same == ("encoder" in name), name
+    evaluated = json.loads((tmp_path / "log/metrics.json").read_text())["eval"]
+    assert round(evaluated["runtime"] * evaluated["samples_per_second"]) == 4  # eval_max_samples of the 8 dev clips
 
 
 def test_fp16_on_a_cpu_stops_before_any_work(tiny_repo, tmp_path):

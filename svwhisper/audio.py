@@ -32,8 +32,33 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return samples
 
 
+def decode_with_ffmpeg(source: str | Path | bytes) -> np.ndarray:
+    """Decode with FFmpeg's libraries (PyAV): m4a/AAC, opus in webm, video files' audio, ...
+
+    Returns 16 kHz mono float32; raises AudioError when FFmpeg cannot read it either.
+    """
+    import av  # bundles FFmpeg: no system package needed
+
+    handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    parts = []
+    try:
+        with av.open(handle) as container:
+            if not container.streams.audio:
+                raise AudioError("no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            for frame in container.decode(container.streams.audio[0]):
+                parts += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+            parts += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    except (av.error.FFmpegError, ValueError, IndexError, EOFError) as err:
+        raise AudioError(f"cannot decode audio ({err})") from None
+    samples = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
+    if samples.size == 0:
+        raise AudioError("audio has no samples")
+    return samples
+
+
 def load_audio(source: str | Path | bytes) -> np.ndarray:
-    """Decode a file path (wav, flac, mp3, ogg: whatever libsndfile reads) or encoded bytes.
+    """Decode a file path or encoded bytes: libsndfile first (wav, flac, mp3, ogg), FFmpeg for the rest (m4a, ...).
 
     Returns 16 kHz mono float32 samples. Raises AudioError naming the file on any failure.
     """
@@ -42,7 +67,10 @@ def load_audio(source: str | Path | bytes) -> np.ndarray:
     try:
         samples, rate = sf.read(handle, dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
-        raise AudioError(f"{name}: cannot decode audio ({err})") from None
+        try:
+            return decode_with_ffmpeg(source)
+        except AudioError:
+            raise AudioError(f"{name}: cannot decode audio ({err})") from None
     try:
         return to_mono_16k(samples, rate)
     except AudioError as err:

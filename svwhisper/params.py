@@ -151,6 +151,7 @@ class Paths:
     base_model: str
     features: str
     final_model: str
+    exported: str
     checkpoints: str
     train_log: str
     metrics: str

@@ -1,0 +1,150 @@
+"""Long recordings: cut into chunks that fit the model window, at silences where possible, and stitch back.
+
+A cut at a silence loses nothing, so such chunks do not overlap. Where speech runs longer than
+the window with no pause, the cut is hard and the next chunk starts `overlap_s` earlier; the
+words both chunks heard are then removed once from the second (`stitch`).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from svwhisper.audio import SAMPLE_RATE
+
+FRAME_S = 0.02  # energy frame, seconds
+SILENCE_DB = -40.0  # a frame this far below the recording's loudest frame counts as silence
+FLOOR_DBFS = -60.0  # and so does any frame quieter than this, however quiet the whole recording is
+MIN_SILENCE_S = 0.25  # pauses shorter than this are not cut points
+MIN_CHUNK_S = 1.0  # a silence this close to the chunk start is not used as its end
+MARGIN_S = 0.2  # audio kept before and after the speech of a chunk (within its cut points)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: int  # first sample fed to the model (a cut point: the middle of a pause, or a hard cut)
+    end: int  # one past the last sample fed
+    speech_start: int  # first sample of speech in it: where its segment's timestamp starts
+    speech_end: int  # one past the last sample of speech
+    overlap_before: bool  # True when it starts inside the previous chunk (a hard cut)
+
+    @property
+    def start_s(self) -> float:
+        return self.speech_start / SAMPLE_RATE
+
+    @property
+    def end_s(self) -> float:
+        return self.speech_end / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_s: float
+    end_s: float
+    text: str
+
+
+def frame_is_speech(samples: np.ndarray) -> np.ndarray:
+    """One bool per FRAME_S frame: louder than SILENCE_DB below the loudest frame, and than FLOOR_DBFS."""
+    hop = int(FRAME_S * SAMPLE_RATE)
+    n = max(1, len(samples) // hop)
+    frames = samples[: n * hop].reshape(n, hop) if len(samples) >= hop else samples[None, :]
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) + 1e-10
+    return (20 * np.log10(rms / rms.max()) > SILENCE_DB) & (20 * np.log10(rms) > FLOOR_DBFS)
+
+
+def silences(speech: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last + 1) frame of each run of non-speech frames at least MIN_SILENCE_S long."""
+    runs, start = [], None
+    for i, is_speech in enumerate([*speech, True]):
+        if not is_speech and start is None:
+            start = i
+        elif is_speech and start is not None:
+            if (i - start) * FRAME_S >= MIN_SILENCE_S:
+                runs.append((start, i))
+            start = None
+    return runs
+
+
+def speech_chunks(samples: np.ndarray, window_s: float, overlap_s: float) -> list[Chunk]:
+    """Chunks of at most `window_s` covering the speech in `samples`, cut in the middle of pauses.
+
+    The model hears each chunk from cut to cut, pauses included, as it heard its training clips;
+    the segment's timestamps are where the speech in it starts and ends. A chunk that is all
+    silence is dropped.
+    """
+    hop = int(FRAME_S * SAMPLE_RATE)
+    speech = frame_is_speech(samples)
+    if not speech.any():
+        return []
+    pauses = silences(speech)
+    window, overlap = int(window_s / FRAME_S), int(overlap_s / FRAME_S)
+    chunks, start, overlapped = [], 0, False
+    n = len(speech)
+    while start < n:
+        limit = start + window
+        if limit >= n:
+            end, next_start, hard = n, n, False
+        else:
+            inside = [(a, b) for a, b in pauses if start + MIN_CHUNK_S / FRAME_S <= (a + b) // 2 <= limit]
+            if inside:
+                a, b = inside[0]  # the first pause: one phrase per chunk, and per subtitle cue
+                end, next_start, hard = (a + b) // 2, (a + b) // 2, False
+            else:
+                end, next_start, hard = limit, limit - overlap, True
+        first, last = _speech_span(speech, start, end)
+        if first is not None:
+            margin = int(MARGIN_S / FRAME_S)
+            feed_start, feed_end = max(start, first - margin), min(end, last + margin)
+            chunks.append(
+                Chunk(feed_start * hop, min(len(samples), feed_end * hop), first * hop, last * hop, overlapped)
+            )
+        start, overlapped = next_start, hard
+    return chunks
+
+
+def _speech_span(speech: np.ndarray, start: int, end: int) -> tuple[int | None, int]:
+    """(first speech frame, last speech frame + 1) within [start, end); (None, 0) when there is none."""
+    found = np.flatnonzero(speech[start:end])
+    if not len(found):
+        return None, 0
+    return start + found[0], start + found[-1] + 1
+
+
+def stitch(previous: str, text: str, max_words: int = 12) -> str:
+    """`text` without the words at its start that `previous` ends with (heard twice across an overlap)."""
+    before, after = previous.split(), text.split()
+    for size in range(min(max_words, len(before), len(after)), 0, -1):
+        if [w.lower() for w in before[-size:]] == [w.lower() for w in after[:size]]:
+            return " ".join(after[size:])
+    return text
+
+
+def segments_of(chunks: list[Chunk], texts: list[str]) -> list[Segment]:
+    """One timed segment per chunk with text, overlapping words removed, empty ones dropped."""
+    out, previous = [], ""
+    for chunk, text in zip(chunks, texts, strict=True):
+        text = stitch(previous, text) if chunk.overlap_before else text
+        previous = text if text else previous
+        if text:
+            out.append(Segment(round(chunk.start_s, 2), round(chunk.end_s, 2), text))
+    return out
+
+
+def _clock(seconds: float, separator: str) -> str:
+    ms = round(seconds * 1000)
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{ms:03d}"
+
+
+def to_srt(segments: list[Segment]) -> str:
+    """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`."""
+    cues = [f"{i}\n{_clock(s.start_s, ',')} --> {_clock(s.end_s, ',')}\n{s.text}\n" for i, s in enumerate(segments, 1)]
+    return "\n".join(cues)
+
+
+def to_vtt(segments: list[Segment]) -> str:
+    """WebVTT: a `WEBVTT` header, then cues with `HH:MM:SS.mmm --> HH:MM:SS.mmm`."""
+    cues = [f"{_clock(s.start_s, '.')} --> {_clock(s.end_s, '.')}\n{s.text}\n" for s in segments]
+    return "WEBVTT\n\n" + "\n".join(cues)

@@ -1,0 +1,124 @@
+"""Transcribe recordings of any length with a saved model, on either backend; write SRT/WebVTT.
+
+    python -m svwhisper.transcribe lecture.m4a --srt lecture.srt --vtt lecture.vtt
+    python -m svwhisper.transcribe clip.wav --backend ctranslate2      # the int8 export (models/ct2)
+
+Backends: `transformers` (the `save_pretrained` dir of the train stage) and `ctranslate2` (the
+export stage's int8 conversion, same processor). Both decode Swedish/transcribe greedily.
+"""
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from svwhisper.audio import SAMPLE_RATE, load_audio
+from svwhisper.longform import Segment, segments_of, speech_chunks, to_srt, to_vtt
+
+BACKENDS = ("transformers", "ctranslate2")
+
+
+class TransformersBackend:
+    """A Whisper `save_pretrained` dir, run with transformers' generate."""
+
+    def __init__(self, model_dir: str | Path):
+        from svwhisper.decode import load_model
+
+        self.model, self.processor = load_model(model_dir)
+        self.max_new_tokens = self.model.config.max_target_positions - 4  # the 4 prompt tokens
+
+    def __call__(self, clips: list[np.ndarray]) -> list[str]:
+        from svwhisper.decode import generate_text
+
+        features = self.processor.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np")
+        return generate_text(self.model, self.processor, features.input_features, self.max_new_tokens)
+
+
+class CTranslate2Backend:
+    """The export stage's CTranslate2 conversion (int8 weights), with the same processor files."""
+
+    def __init__(self, model_dir: str | Path, compute_type: str = "int8", threads: int = 0):
+        import ctranslate2
+        from transformers import GenerationConfig, WhisperProcessor
+
+        self.model = ctranslate2.models.Whisper(
+            str(model_dir), device="cpu", compute_type=compute_type, intra_threads=threads
+        )
+        self.processor = WhisperProcessor.from_pretrained(model_dir)
+        generation = GenerationConfig.from_pretrained(model_dir)  # the language and task the model was saved with
+        language = generation.language if generation.language.startswith("<|") else f"<|{generation.language}|>"
+        prompt = ["<|startoftranscript|>", language, f"<|{generation.task}|>", "<|notimestamps|>"]
+        self.prompt = self.processor.tokenizer.convert_tokens_to_ids(prompt)
+        self.max_length = generation.max_length - len(self.prompt)  # the decoder positions left after the prompt
+
+    def __call__(self, clips: list[np.ndarray]) -> list[str]:
+        import ctranslate2
+
+        features = self.processor.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np")
+        batch = ctranslate2.StorageView.from_array(np.ascontiguousarray(features.input_features, dtype=np.float32))
+        results = self.model.generate(batch, [self.prompt] * len(clips), max_length=self.max_length, beam_size=1)
+        decode = self.processor.tokenizer.decode
+        return [decode(r.sequences_ids[0], skip_special_tokens=True).strip() for r in results]
+
+
+def load_backend(name: str, model_dir: str | Path):
+    """The backend `name` ("transformers" or "ctranslate2") over `model_dir`."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if not (Path(model_dir) / "config.json").is_file() and not (Path(model_dir) / "model.bin").is_file():
+        raise FileNotFoundError(f"no model in {model_dir}")
+    return TransformersBackend(model_dir) if name == "transformers" else CTranslate2Backend(model_dir)
+
+
+def transcribe_samples(
+    samples: np.ndarray,
+    backend,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Segment]:
+    """16 kHz mono samples of any length -> timed segments (empty when there is no speech).
+
+    Chunks fit the model window, cut at pauses (see svwhisper.longform); `batch_size` chunks are
+    decoded per call; `progress(done, total)` is told after each batch.
+    """
+    window_s = backend.processor.feature_extractor.chunk_length
+    chunks = speech_chunks(samples, window_s=window_s, overlap_s=min(1.0, window_s / 4))
+    texts: list[str] = []
+    for start in range(0, len(chunks), batch_size):
+        batch = chunks[start : start + batch_size]
+        texts += backend([samples[c.start : c.end] for c in batch])
+        if progress is not None:
+            progress(start + len(batch), len(chunks))
+    return segments_of(chunks, texts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("audio", type=Path, help="any file libsndfile or FFmpeg can decode")
+    parser.add_argument("--backend", choices=BACKENDS, default="transformers")
+    parser.add_argument("--model-dir", help="default: paths.final_model, or paths.exported for ctranslate2")
+    parser.add_argument("--srt", type=Path, help="write SubRip subtitles here")
+    parser.add_argument("--vtt", type=Path, help="write WebVTT subtitles here")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    if args.model_dir is None:
+        from svwhisper.params import Paths, load_params
+
+        paths = load_params(Paths, "paths")
+        args.model_dir = paths.exported if args.backend == "ctranslate2" else paths.final_model
+    try:
+        backend = load_backend(args.backend, args.model_dir)
+        segments = transcribe_samples(load_audio(args.audio), backend, args.batch_size)
+    except (FileNotFoundError, ValueError) as err:  # AudioError is a ValueError
+        sys.exit(f"transcribe: {err}")
+    print(" ".join(s.text for s in segments))
+    if args.srt:
+        args.srt.write_text(to_srt(segments), encoding="utf-8")
+    if args.vtt:
+        args.vtt.write_text(to_vtt(segments), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

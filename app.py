@@ -1,109 +1,176 @@
-"""Serve the final model in a Gradio page: microphone or upload in, transcript out.
+"""Serve the final model in a Gradio page: microphone or upload in; transcript, timed segments, SRT and WebVTT out.
 
-    python app.py                          # the model dvc repro / dvc pull produced, on 127.0.0.1:7860
-    python app.py --model-dir models/base --port 8000
+    python app.py                              # what dvc repro / dvc pull produced, on 127.0.0.1:7860
+    python app.py --backend ctranslate2        # the int8 export (models/ct2): faster on a CPU
+    python app.py --model-dir models/base --port 8000 --host 0.0.0.0
 
-`transcribe(audio)` is the whole logic; the page only wires it to the widgets.
+`transcribe(audio)` is the whole logic and never raises on bad input: it returns a Result whose
+`message` says what was wrong. The page only wires it to the widgets.
 """
 
 import argparse
 import functools
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from svwhisper.audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
-from svwhisper.decode import generate_text, load_model
+from svwhisper.longform import Segment, to_srt, to_vtt
 from svwhisper.params import Paths, load_params
+from svwhisper.transcribe import BACKENDS, load_backend, transcribe_samples
 
 SILENCE_PEAK = 1e-3  # peak amplitude below which a recording is treated as silence
-MAX_NEW_TOKENS = 128
 
 
 @dataclass(frozen=True)
 class AppParams:
     host: str = "127.0.0.1"
     port: int = 7860
+    backend: str = "transformers"
+    max_duration_s: float = 3 * 3600.0
+    max_file_mb: float = 500.0
+    batch_size: int = 8
+
+    def check(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if min(self.max_duration_s, self.max_file_mb, self.batch_size) <= 0:
+            raise ValueError("max_duration_s, max_file_mb and batch_size must be > 0")
 
 
-def missing_model(model_dir: str) -> str:
-    """A message saying what to run when `model_dir` holds no model, else ""."""
-    if (Path(model_dir) / "config.json").is_file():
+@dataclass(frozen=True)
+class Result:
+    text: str = ""
+    segments: list[Segment] = field(default_factory=list)
+    message: str = ""  # "" when it worked; else what was wrong with the input, in a line
+
+
+def model_dir_for(backend: str, paths: Paths) -> str:
+    return paths.exported if backend == "ctranslate2" else paths.final_model
+
+
+def missing_model(model_dir: str, backend: str) -> str:
+    """A message saying what to run when `model_dir` holds no model for `backend`, else ""."""
+    marker = "model.bin" if backend == "ctranslate2" else "config.json"
+    if (Path(model_dir) / marker).is_file():
         return ""
-    return f"no model in {model_dir}: run `make repro` (trains it) or `dvc pull` (fetches it)"
+    return f"no {backend} model in {model_dir}: run `make repro` (builds it) or `dvc pull` (fetches it)"
 
 
 @functools.lru_cache(maxsize=2)
-def cached_model(model_dir: str):
-    """The model and processor of `model_dir`, loaded once per process."""
-    return load_model(model_dir)
+def cached_backend(backend: str, model_dir: str):
+    """The backend over `model_dir`, loaded once per process."""
+    return load_backend(backend, model_dir)
 
 
-def to_samples(audio) -> np.ndarray:
-    """Gradio's (sample_rate, samples) tuple, a file path, or None -> 16 kHz mono float32."""
+def to_samples(audio, params: AppParams) -> np.ndarray:
+    """Gradio's (sample_rate, samples) tuple, a file path, or None -> 16 kHz mono float32, within the limits."""
     if audio is None:
         raise AudioError("no audio: record something or upload a file")
     if isinstance(audio, tuple):
         rate, samples = audio
-        return to_mono_16k(samples, rate)
-    path = Path(audio)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path.name}: the file is empty")
-    return load_audio(path)
+        samples = to_mono_16k(samples, rate)
+    else:
+        path = Path(audio)
+        if not path.is_file():
+            raise AudioError(f"{path.name}: no such file")
+        size_mb = path.stat().st_size / 1e6
+        if size_mb == 0:
+            raise AudioError(f"{path.name}: the file is empty")
+        if size_mb > params.max_file_mb:
+            raise AudioError(
+                f"{path.name}: {size_mb:.0f} MB is more than the {params.max_file_mb:.0f} MB this page takes"
+            )
+        samples = load_audio(path)
+    if len(samples) / SAMPLE_RATE > params.max_duration_s:
+        length, limit = spoken_length(len(samples) / SAMPLE_RATE), spoken_length(params.max_duration_s)
+        raise AudioError(f"the recording is {length} long; this page takes up to {limit}")
+    return samples
 
 
-def transcribe(audio, model_dir: str | Path | None = None) -> str:
-    """Transcribe `audio` (see to_samples) with the model in `model_dir`; a message for bad input.
+def spoken_length(seconds: float) -> str:
+    """4.2 -> "4 s", 600 -> "10 min", 10800 -> "3.0 h"."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
-    Audio longer than the model window is cut into consecutive windows (no overlap yet).
-    """
+
+def transcribe(audio, model_dir: str | None = None, params: AppParams | None = None, progress=None) -> Result:
+    """Transcribe `audio` (see to_samples) with the model in `model_dir`; bad input gives a Result with a message."""
+    params = params or load_params(AppParams, "app")
+    model_dir = model_dir or model_dir_for(params.backend, load_params(Paths, "paths"))
     try:
-        samples = to_samples(audio)
+        samples = to_samples(audio, params)
     except AudioError as err:
-        return f"⚠️ {err}"
+        return Result(message=str(err))
     if np.abs(samples).max() < SILENCE_PEAK:
-        return "⚠️ the recording is silent"
-    model_dir = str(model_dir or load_params(Paths, "paths").final_model)
-    if missing_model(model_dir):
-        return f"⚠️ {missing_model(model_dir)}"
-    model, processor = cached_model(model_dir)
-    window = processor.feature_extractor.n_samples
-    chunks = [samples[i : i + window] for i in range(0, len(samples), window)]
-    features = processor.feature_extractor(chunks, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
-    max_new = min(MAX_NEW_TOKENS, model.config.max_target_positions - 4)  # 4 prompt tokens
-    return " ".join(t for t in generate_text(model, processor, features, max_new) if t)
+        return Result(message="the recording is silent")
+    if missing_model(model_dir, params.backend):
+        return Result(message=missing_model(model_dir, params.backend))
+    backend = cached_backend(params.backend, str(model_dir))
+    segments = transcribe_samples(samples, backend, params.batch_size, progress)
+    if not segments:
+        return Result(message="no speech recognised in the recording")
+    return Result(text=" ".join(s.text for s in segments), segments=segments)
 
 
-def build_demo(model_dir: str):
-    """The page: audio in (microphone or file), transcript out; queued one request at a time."""
+def page_outputs(result: Result, out_dir: Path) -> tuple[str, list[list], str | None, str | None]:
+    """What the page shows: transcript (or ⚠️ message), segment rows, and the SRT and WebVTT files."""
+    if result.message:
+        return f"⚠️ {result.message}", [], None, None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "transcript.srt").write_text(to_srt(result.segments), encoding="utf-8")
+    (out_dir / "transcript.vtt").write_text(to_vtt(result.segments), encoding="utf-8")
+    rows = [[s.start_s, s.end_s, s.text] for s in result.segments]
+    return result.text, rows, str(out_dir / "transcript.srt"), str(out_dir / "transcript.vtt")
+
+
+def build_demo(model_dir: str, params: AppParams):
+    """The page; one request at a time on the one loaded model, up to 16 waiting."""
     import gradio as gr
 
+    def handle(audio, progress=gr.Progress()):  # noqa: B008 (Gradio injects the tracker through this default)
+        def report(done: int, total: int) -> None:
+            progress(done / total, desc=f"{done} of {total} chunks")
+
+        result = transcribe(audio, model_dir, params, report)
+        return page_outputs(result, Path(tempfile.mkdtemp(prefix="svwhisper-")))
+
     with gr.Blocks(title="svwhisper: Swedish speech recognition") as demo:
-        gr.Markdown(f"# svwhisper\nSwedish speech to text with the model in `{model_dir}`.")
+        gr.Markdown(
+            f"# svwhisper\nSwedish speech to text with `{model_dir}` ({params.backend}). Recordings of any length "
+            f"up to {spoken_length(params.max_duration_s)}: wav, mp3, flac, ogg, m4a."
+        )
         audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Swedish speech")
         button = gr.Button("Transcribe", variant="primary")
-        transcript = gr.Textbox(label="Transcript", lines=4)
-        button.click(
-            functools.partial(transcribe, model_dir=model_dir), inputs=audio, outputs=transcript, api_name="transcribe"
-        )
-    demo.queue(default_concurrency_limit=1)  # one model, one request at a time
+        transcript = gr.Textbox(label="Transcript", lines=6, elem_id="transcript")
+        segments = gr.Dataframe(headers=["start (s)", "end (s)", "text"], label="Segments", interactive=False)
+        with gr.Row():
+            srt = gr.File(label="SRT subtitles", elem_id="srt")
+            vtt = gr.File(label="WebVTT subtitles", elem_id="vtt")
+        button.click(handle, inputs=audio, outputs=[transcript, segments, srt, vtt], api_name="transcribe")
+    demo.queue(default_concurrency_limit=1, max_size=16)
     return demo
 
 
 def main() -> None:
     params = load_params(AppParams, "app")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", default=load_params(Paths, "paths").final_model)
-    parser.add_argument("--host", default=params.host)
+    parser.add_argument("--backend", choices=BACKENDS, default=params.backend)
+    parser.add_argument("--model-dir", help="default: paths.final_model, or paths.exported for ctranslate2")
+    parser.add_argument("--host", default=params.host, help="127.0.0.1 by default; 0.0.0.0 exposes the page")
     parser.add_argument("--port", type=int, default=params.port)
     args = parser.parse_args()
-    if missing_model(args.model_dir):
-        raise SystemExit(missing_model(args.model_dir))
-    cached_model(args.model_dir)  # load before serving, so the first request is not slow
-    build_demo(args.model_dir).launch(server_name=args.host, server_port=args.port)
+    params = AppParams(**{**params.__dict__, "backend": args.backend})
+    model_dir = args.model_dir or model_dir_for(args.backend, load_params(Paths, "paths"))
+    if missing_model(model_dir, args.backend):
+        raise SystemExit(missing_model(model_dir, args.backend))
+    cached_backend(args.backend, model_dir)  # load before serving, so the first request is not slow
+    build_demo(model_dir, params).launch(
+        server_name=args.host, server_port=args.port, share=False, max_file_size=f"{params.max_file_mb:.0f}mb"
+    )
 
 
 if __name__ == "__main__":

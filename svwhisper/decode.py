@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+PROMPT_TOKENS = 4  # <|startoftranscript|> <|sv|> <|transcribe|> <|notimestamps|>
+
 
 def load_model(model_dir: Path | str) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
     """A save_pretrained dir -> (model in eval mode, processor)."""
@@ -25,7 +27,9 @@ def generate_text(
     """(batch, mel, frames) log-mel features -> decoded texts, in the saved language and task."""
     tokens = model.generate(
         torch.as_tensor(input_features, dtype=model.dtype),
-        max_new_tokens=max_new_tokens,
+        # as max_length (the 4 prompt tokens + new ones): with max_new_tokens beside the saved max_length,
+        # transformers warns on every call
+        max_length=max_new_tokens + PROMPT_TOKENS,
         num_beams=num_beams,
     )
     return [t.strip() for t in processor.batch_decode(tokens, skip_special_tokens=True)]

@@ -24,10 +24,10 @@ class TransformersBackend:
     """A Whisper `save_pretrained` dir, run with transformers' generate."""
 
     def __init__(self, model_dir: str | Path):
-        from svwhisper.decode import load_model
+        from svwhisper.decode import PROMPT_TOKENS, load_model
 
         self.model, self.processor = load_model(model_dir)
-        self.max_new_tokens = self.model.config.max_target_positions - 4  # the 4 prompt tokens
+        self.max_new_tokens = self.model.config.max_target_positions - PROMPT_TOKENS
 
     def __call__(self, clips: list[np.ndarray]) -> list[str]:
         from svwhisper.decode import generate_text

@@ -1,6 +1,9 @@
-"""The app's transcribe() on the memorised tiny model, bad inputs, and the served page via gradio_client."""
+"""The app's transcribe() on the memorised tiny model, every bad input, long recordings, and the served page."""
 
+import re
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -8,9 +11,13 @@ import pytest
 import soundfile as sf
 
 import app
+from conftest import REPO
+from svwhisper.audio import load_audio
+from svwhisper.metrics import error_rates
 from svwhisper.text import normalize
 
 pytestmark = pytest.mark.slow
+MAX_LONG_FORM_WER = 0.15  # memorised clips, concatenated with pauses (each alone comes back exactly)
 
 
 @pytest.fixture(scope="module")
@@ -28,51 +35,153 @@ def memorised(tiny_repo):
     ]
 
 
+def long_recording(memorised, repeats: int, path) -> list[str]:
+    """The memorised clips one after another with pauses, `repeats` times, written to `path`; their sentences."""
+    rng = np.random.default_rng(0)
+    parts, sentences = [], []
+    for _ in range(repeats):
+        for clip, sentence in memorised:
+            parts += [load_audio(clip), np.zeros(int(16000 * rng.uniform(0.5, 1.0)), dtype=np.float32)]
+            sentences.append(sentence)
+    sf.write(path, np.concatenate(parts), 16000)
+    return sentences
+
+
 def test_transcribe_a_file_path(model_dir, memorised):
     clip, sentence = memorised[0]
-    assert app.transcribe(str(clip), model_dir=model_dir) == normalize(sentence)
+    result = app.transcribe(str(clip), model_dir=model_dir, params=app.AppParams())
+    assert result.message == "" and result.text == normalize(sentence)
+    assert len(result.segments) == 1 and 0 <= result.segments[0].start_s < result.segments[0].end_s
+
+
+@pytest.mark.parametrize(
+    "suffix, codec", [(".m4a", "aac"), (".ogg", "libsndfile"), (".flac", "libsndfile"), (".mp3", "libmp3lame")]
+)
+def test_other_formats_at_44k_stereo_decode_to_the_same_words(model_dir, memorised, tmp_path, suffix, codec):
+    clip, sentence = memorised[1]
+    out = tmp_path / f"stereo{suffix}"
+    encode_stereo_44k(clip, out, codec)
+    result = app.transcribe(str(out), model_dir=model_dir, params=app.AppParams())
+    assert result.text == normalize(sentence), result
+
+
+def encode_stereo_44k(clip, out, codec: str) -> None:
+    """`clip` as 44.1 kHz stereo: Ogg Vorbis and FLAC by libsndfile, others by PyAV's FFmpeg encoder `codec`."""
+    import av
+
+    samples = load_audio(clip)
+    upsampled = np.interp(np.arange(0, len(samples), 16000 / 44100), np.arange(len(samples)), samples)
+    stereo = np.stack([upsampled, upsampled]).astype(np.float32)
+    if codec == "libsndfile":
+        sf.write(out, stereo.T, 44100)
+        return
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream(codec, rate=44100, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(stereo, format="fltp", layout="stereo")
+        frame.sample_rate = 44100
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
 
 
 def test_transcribe_a_microphone_tuple_at_44k_stereo(model_dir, memorised):
-    clip, sentence = memorised[1]
+    clip, sentence = memorised[2]
     samples, rate = sf.read(clip, dtype="float32")
     upsampled = np.interp(np.arange(0, len(samples), rate / 44100), np.arange(len(samples)), samples)
     stereo = (np.stack([upsampled, upsampled], axis=1) * 32767).astype(np.int16)
-    assert app.transcribe((44100, stereo), model_dir=model_dir) == normalize(sentence)
+    assert app.transcribe((44100, stereo), model_dir=model_dir, params=app.AppParams()).text == normalize(sentence)
 
 
-def test_bad_inputs_get_a_message_and_the_next_request_works(model_dir, memorised, tmp_path):
+def test_every_bad_input_gets_a_message_and_the_next_request_works(model_dir, memorised, tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "notes.wav").write_text("not audio", encoding="utf-8")
+    (tmp_path / "corrupt.mp3").write_bytes(b"ID3\x03\x00\x00\x00" + bytes(range(256)) * 40)
     sf.write(tmp_path / "silence.wav", np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(tmp_path / "long.wav", np.full(16000 * 5, 0.1, dtype=np.float32), 16000)
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 3).astype(np.float32)
+    sf.write(tmp_path / "big.wav", np.tile(noise, 15), 16000, subtype="FLOAT")  # 45 s, 2.9 MB
+    limits = app.AppParams(max_duration_s=4.0, max_file_mb=2.0)
     cases = [
         (None, "no audio"),
-        (str(tmp_path / "empty.wav"), "empty"),
+        (str(tmp_path / "empty.wav"), "the file is empty"),
         (str(tmp_path / "notes.wav"), "cannot decode"),
+        (str(tmp_path / "corrupt.mp3"), "cannot decode"),
         (str(tmp_path / "silence.wav"), "silent"),
         (str(tmp_path / "missing.wav"), "no such file"),
+        (str(tmp_path / "long.wav"), "the recording is 5 s long; this page takes up to 4 s"),
+        (str(tmp_path / "big.wav"), "MB is more than the 2 MB"),
         ((16000, np.zeros(0, dtype=np.int16)), "no samples"),
     ]
     for audio, message in cases:
-        answer = app.transcribe(audio, model_dir=model_dir)
-        assert answer.startswith("⚠️") and message in answer, (audio, answer)
-    clip, sentence = memorised[2]
-    assert "make repro" in app.transcribe(str(clip), model_dir=str(tmp_path / "no_model"))
-    assert app.transcribe(str(clip), model_dir=model_dir) == normalize(sentence)
+        result = app.transcribe(audio, model_dir=model_dir, params=limits)
+        assert message in result.message and not result.text, (audio, result)
+        text, rows, srt, vtt = app.page_outputs(result, tmp_path / "page")
+        assert text.startswith("⚠️") and "Traceback" not in text and srt is None
+    clip, sentence = memorised[3]
+    no_model = app.transcribe(str(clip), model_dir=str(tmp_path / "no_model"), params=limits)
+    assert "make repro" in no_model.message
+    assert app.transcribe(str(clip), model_dir=model_dir, params=limits).text == normalize(sentence)
 
 
-def test_served_page_transcribes_an_upload(model_dir, memorised, monkeypatch):
+def test_a_long_recording_comes_back_in_order_with_timestamps(model_dir, memorised, tmp_path):
+    sentences = long_recording(memorised, 3, tmp_path / "long.wav")  # 24 sentences, about a minute
+    ticks = []
+    result = app.transcribe(
+        str(tmp_path / "long.wav"), model_dir, app.AppParams(batch_size=4), lambda d, t: ticks.append((d, t))
+    )
+    # one segment per sentence, in order; the tiny model's words depend on where in its 4 s window speech
+    # starts, which differs by tens of ms from the training clips, so a few words may differ
+    assert len(result.segments) == len(sentences)
+    assert error_rates([" ".join(sentences)], [result.text])["wer"] <= MAX_LONG_FORM_WER
+    starts = [s.start_s for s in result.segments]
+    assert starts == sorted(starts) and all(s.start_s < s.end_s for s in result.segments)
+    assert ticks[-1] == (24, 24) and len(ticks) == 6  # progress after each batch of 4 chunks
+
+
+def test_served_page_transcribes_a_three_minute_upload_with_subtitles(model_dir, memorised, tmp_path, monkeypatch):
     from gradio_client import Client, handle_file
 
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    sentences = long_recording(memorised, 10, tmp_path / "three_minutes.wav")  # 80 sentences
+    assert sf.info(tmp_path / "three_minutes.wav").duration > 170
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = app.build_demo(model_dir)
+    demo = app.build_demo(model_dir, app.AppParams(batch_size=16))
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        clip, sentence = memorised[3]
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        assert client.predict(handle_file(str(clip)), api_name="/transcribe") == normalize(sentence)
+        text, segments, srt, vtt = client.predict(
+            handle_file(str(tmp_path / "three_minutes.wav")), api_name="/transcribe"
+        )
+        assert len(segments["data"]) == len(sentences)
+        assert error_rates([" ".join(sentences)], [text])["wer"] <= MAX_LONG_FORM_WER
+        cues = open(srt, encoding="utf-8").read()
+        assert cues.count(" --> ") == len(sentences)
+        assert re.match(r"1\n00:00:00,\d{3} --> 00:00:0\d,\d{3}\n", cues)
+        assert open(vtt, encoding="utf-8").read().startswith("WEBVTT\n\n")
+        # a bad request in between: a message, and the server keeps serving
+        (tmp_path / "notes.wav").write_text("not audio", encoding="utf-8")
+        bad, _, bad_srt, _ = client.predict(handle_file(str(tmp_path / "notes.wav")), api_name="/transcribe")
+        assert bad.startswith("⚠️") and "cannot decode" in bad and bad_srt is None
+        clip, sentence = memorised[4]
+        assert client.predict(handle_file(str(clip)), api_name="/transcribe")[0] == normalize(sentence)
     finally:
         demo.close()
+
+
+def test_ctranslate2_backend_and_the_cli_write_subtitles(tiny_repo, memorised, tmp_path):
+    sentences = long_recording(memorised, 1, tmp_path / "rec.wav")
+    cmd = [sys.executable, "-m", "svwhisper.transcribe", str(tmp_path / "rec.wav"), "--backend", "ctranslate2"]
+    cmd += ["--model-dir", str(tiny_repo / "models/ct2"), "--srt", str(tmp_path / "rec.srt")]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    words = " ".join(normalize(s) for s in sentences).split()
+    heard = done.stdout.strip().split()
+    assert sum(a == b for a, b in zip(heard, words, strict=False)) >= 0.9 * len(words)  # int8 may flip a word
+    assert (tmp_path / "rec.srt").read_text(encoding="utf-8").count(" --> ") == len(sentences)
+    missing = subprocess.run(
+        [*cmd[:4], "--model-dir", str(tmp_path / "none")], cwd=REPO, capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "no model in" in missing.stderr

@@ -4,7 +4,7 @@
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install repro test serve
+.PHONY: install chromium repro test serve
 
 $(VENV)/.installed: requirements.txt
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -14,10 +14,17 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# the browser test drives Debian's chromium; installed here when missing (apt-get, as root, as in CI)
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make: could not install chromium (needs apt-get as root): the browser test skips outside CI"
+
 repro: install
 	dvc repro
 
-test: install
+test: install chromium
 	ruff check .
 	ruff format --check .
 	python -m pytest

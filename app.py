@@ -143,7 +143,7 @@ def build_demo(model_dir: str, params: AppParams):
             f"# svwhisper\nSwedish speech to text with `{model_dir}` ({params.backend}). Recordings of any length "
             f"up to {spoken_length(params.max_duration_s)}: wav, mp3, flac, ogg, m4a."
         )
-        audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Swedish speech")
+        audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Swedish speech")
         button = gr.Button("Transcribe", variant="primary")
         transcript = gr.Textbox(label="Transcript", lines=6, elem_id="transcript")
         segments = gr.Dataframe(headers=["start (s)", "end (s)", "text"], label="Segments", interactive=False)

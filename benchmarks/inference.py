@@ -45,9 +45,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 clips")
     parser.add_argument("--clips", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--final", type=Path, help="transformers model dir (default: paths.final_model)")
+    parser.add_argument("--exported", type=Path, help="CTranslate2 model dir (default: paths.exported)")
     args = parser.parse_args()
     paths = load_params(Paths, "paths", REPO / "params.yaml")
-    final, exported = REPO / paths.final_model, REPO / paths.exported
+    final, exported = args.final or REPO / paths.final_model, args.exported or REPO / paths.exported
     for model_dir in (final, exported):
         if not model_dir.is_dir():
             sys.exit(f"inference: no model in {model_dir}: run `make repro` (or `dvc repro`) first")

@@ -44,3 +44,13 @@ def test_train_step_benchmark_trains_both_models_on_the_same_labels():
     assert result["window_s"]["baseline"] == 30 and result["batch_size"] == 2
     for key in ("baseline_samples_per_s", "ours_samples_per_s", "ours_tokens_per_s", "speedup_vs_baseline"):
         assert result[key] > 0, key
+
+
+def test_inference_benchmark_compares_both_backends_on_the_same_clips(tiny_repo):
+    models = ["--final", str(tiny_repo / "models/final"), "--exported", str(tiny_repo / "models/ct2")]
+    result = benchmark("inference", "--clips", "8", "--batch-size", "4", *models)
+    assert result["clips"] == 8 and result["audio_s"] > 0
+    assert result["ctranslate2_model_mb"] < result["transformers_model_mb"]  # int8 weights
+    assert result["wer_delta"] == pytest.approx(result["ctranslate2_wer"] - result["transformers_wer"], abs=1e-3)
+    for key in ("speedup_vs_transformers", "transformers_rtf", "ctranslate2_rtf"):
+        assert result[key] > 0, key

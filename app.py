@@ -9,6 +9,7 @@
 """
 
 import argparse
+import dataclasses
 import functools
 import tempfile
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 from svwhisper.audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
 from svwhisper.longform import Segment, to_srt, to_vtt
 from svwhisper.params import Paths, load_params
-from svwhisper.transcribe import BACKENDS, load_backend, transcribe_samples
+from svwhisper.transcribe import BACKENDS, default_model_dir, load_backend, missing_model, transcribe_samples
 
 SILENCE_PEAK = 1e-3  # peak amplitude below which a recording is treated as silence
 
@@ -45,18 +46,6 @@ class Result:
     text: str = ""
     segments: list[Segment] = field(default_factory=list)
     message: str = ""  # "" when it worked; else what was wrong with the input, in a line
-
-
-def model_dir_for(backend: str, paths: Paths) -> str:
-    return paths.exported if backend == "ctranslate2" else paths.final_model
-
-
-def missing_model(model_dir: str, backend: str) -> str:
-    """A message saying what to run when `model_dir` holds no model for `backend`, else ""."""
-    marker = "model.bin" if backend == "ctranslate2" else "config.json"
-    if (Path(model_dir) / marker).is_file():
-        return ""
-    return f"no {backend} model in {model_dir}: run `make repro` (builds it) or `dvc pull` (fetches it)"
 
 
 @functools.lru_cache(maxsize=2)
@@ -100,7 +89,7 @@ def spoken_length(seconds: float) -> str:
 def transcribe(audio, model_dir: str | None = None, params: AppParams | None = None, progress=None) -> Result:
     """Transcribe `audio` (see to_samples) with the model in `model_dir`; bad input gives a Result with a message."""
     params = params or load_params(AppParams, "app")
-    model_dir = model_dir or model_dir_for(params.backend, load_params(Paths, "paths"))
+    model_dir = model_dir or default_model_dir(params.backend, load_params(Paths, "paths"))
     try:
         samples = to_samples(audio, params)
     except AudioError as err:
@@ -163,8 +152,8 @@ def main() -> None:
     parser.add_argument("--host", default=params.host, help="127.0.0.1 by default; 0.0.0.0 exposes the page")
     parser.add_argument("--port", type=int, default=params.port)
     args = parser.parse_args()
-    params = AppParams(**{**params.__dict__, "backend": args.backend})
-    model_dir = args.model_dir or model_dir_for(args.backend, load_params(Paths, "paths"))
+    params = dataclasses.replace(params, backend=args.backend)
+    model_dir = args.model_dir or default_model_dir(args.backend, load_params(Paths, "paths"))
     if missing_model(model_dir, args.backend):
         raise SystemExit(missing_model(model_dir, args.backend))
     cached_backend(args.backend, model_dir)  # load before serving, so the first request is not slow

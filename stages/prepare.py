@@ -205,7 +205,7 @@ def prepare_split(
 
 
 def _table(rows: list[tuple]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in SCHEMA]
+    columns = list(zip(*rows, strict=True))
     return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA, strict=True)], schema=SCHEMA)
 
 

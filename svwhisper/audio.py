@@ -51,7 +51,7 @@ def decode_with_ffmpeg(source: str | Path | bytes) -> np.ndarray:
             parts += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
     except (av.error.FFmpegError, ValueError, IndexError, EOFError) as err:
         raise AudioError(f"cannot decode audio ({err})") from None
-    samples = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
+    samples = np.concatenate([np.zeros(0, dtype=np.float32), *parts])
     if samples.size == 0:
         raise AudioError("audio has no samples")
     return samples

@@ -63,12 +63,25 @@ class CTranslate2Backend:
         return [decode(r.sequences_ids[0], skip_special_tokens=True).strip() for r in results]
 
 
+def default_model_dir(backend: str, paths) -> str:
+    """Where the pipeline writes the model `backend` runs: the export stage's dir, or the train stage's."""
+    return paths.exported if backend == "ctranslate2" else paths.final_model
+
+
+def missing_model(model_dir: str | Path, backend: str) -> str:
+    """A message saying what to run when `model_dir` holds no model for `backend`, else ""."""
+    marker = "model.bin" if backend == "ctranslate2" else "config.json"
+    if (Path(model_dir) / marker).is_file():
+        return ""
+    return f"no model in {model_dir} for the {backend} backend: run `make repro` (builds it) or `dvc pull` (fetches it)"
+
+
 def load_backend(name: str, model_dir: str | Path):
     """The backend `name` ("transformers" or "ctranslate2") over `model_dir`."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
-    if not (Path(model_dir) / "config.json").is_file() and not (Path(model_dir) / "model.bin").is_file():
-        raise FileNotFoundError(f"no model in {model_dir}")
+    if missing_model(model_dir, name):
+        raise FileNotFoundError(missing_model(model_dir, name))
     return TransformersBackend(model_dir) if name == "transformers" else CTranslate2Backend(model_dir)
 
 
@@ -106,8 +119,7 @@ def main() -> None:
     if args.model_dir is None:
         from svwhisper.params import Paths, load_params
 
-        paths = load_params(Paths, "paths")
-        args.model_dir = paths.exported if args.backend == "ctranslate2" else paths.final_model
+        args.model_dir = default_model_dir(args.backend, load_params(Paths, "paths"))
     try:
         backend = load_backend(args.backend, args.model_dir)
         segments = transcribe_samples(load_audio(args.audio), backend, args.batch_size)

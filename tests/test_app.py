@@ -185,3 +185,14 @@ def test_ctranslate2_backend_and_the_cli_write_subtitles(tiny_repo, memorised, t
         [*cmd[:4], "--model-dir", str(tmp_path / "none")], cwd=REPO, capture_output=True, text=True
     )
     assert missing.returncode != 0 and "no model in" in missing.stderr
+
+
+def test_ctranslate2_replicas_return_each_clip_its_own_transcript_in_order(tiny_repo, memorised):
+    from svwhisper.transcribe import CTranslate2Backend
+
+    clips = [load_audio(clip) for clip, _ in memorised[:5]]
+    one, three = (CTranslate2Backend(tiny_repo / "models/ct2", workers=n) for n in (1, 3))
+    alone = [one([clip])[0] for clip in clips]
+    assert three(clips) == one(clips) == alone  # 5 clips over 3 replicas: parts of 2, 2 and 1
+    assert three(clips[:1]) == alone[:1]  # fewer clips than replicas
+    assert sum(normalize(a) == normalize(s) for a, (_, s) in zip(alone, memorised, strict=False)) >= 4

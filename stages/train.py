@@ -28,6 +28,7 @@ from svwhisper.checkpoints import MarkComplete, fingerprint, resumable, start_or
 from svwhisper.data import FeatureSplit, SpeechCollator
 from svwhisper.metrics import error_rates
 from svwhisper.params import load_params
+from svwhisper.remote import CheckpointMirror, RemoteParams
 from svwhisper.training import (
     add_lora,
     freeze_encoder,
@@ -249,8 +250,11 @@ def main() -> None:
     processor = WhisperProcessor.from_pretrained(args.base_model)
     eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model = build_model(params, args.base_model, eot)
-    run_dir = args.checkpoints / fingerprint(params, [args.base_model, args.features])
+    digest = fingerprint(params, [args.base_model, args.features])
+    run_dir = args.checkpoints / digest
     resume_from = start_or_resume(run_dir, args.dvclive) if main_process else resumable(run_dir)[0]
+    remote = load_params(RemoteParams, "remote")
+    mirror = CheckpointMirror(Path.cwd(), remote, run_dir, digest) if main_process and remote.push_checkpoints else None
     live = None
     if main_process:
         live = Live(
@@ -267,11 +271,15 @@ def main() -> None:
         data_collator=SpeechCollator(processor.feature_extractor.nb_max_frames, model.config.decoder_start_token_id),
         processing_class=processor,
         compute_metrics=wer_metric(processor),
-        callbacks=[TrainStepDVCLive(live=live, log_model=None), MarkComplete(args.dvclive)],
+        callbacks=[TrainStepDVCLive(live=live, log_model=None), MarkComplete(args.dvclive), *filter(None, [mirror])],
         ctc_weight=params.ctc_weight,
         blank_id=eot,
     )
-    train_or_explain_oom(trainer, params, resume_from)
+    try:
+        train_or_explain_oom(trainer, params, resume_from)
+    finally:
+        if mirror is not None:
+            mirror.close()  # the newest checkpoint reaches the remote even when training stopped on an error
     if not trainer.is_world_process_zero():
         return
     print(f"train: best dev WER {trainer.state.best_metric:.4f} at {trainer.state.best_model_checkpoint}")

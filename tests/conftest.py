@@ -101,3 +101,15 @@ def tiny_repo(tmp_path_factory) -> Path:
     run(["git", "add", "-A"], repo)  # commit the baseline's dvc.lock and metrics, as a user would
     run(["git", "commit", "-qm", "baseline run"], repo)
     return repo
+
+
+@pytest.fixture(scope="session")
+def memorised(tiny_repo) -> list[tuple[Path, str]]:
+    """(clip path, sentence) of the clips the tiny model was trained on: it transcribes each exactly."""
+    import pandas as pd
+
+    train = pd.read_parquet(tiny_repo / "data/prepared/train.parquet", columns=["id", "sentence"])
+    return [
+        (tiny_repo / "data/sample/sv-SE/clips" / f"{i}.mp3", s)
+        for i, s in zip(train["id"], train["sentence"], strict=True)
+    ]

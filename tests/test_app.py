@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -23,16 +22,6 @@ MAX_LONG_FORM_WER = 0.15  # memorised clips, concatenated with pauses (each alon
 @pytest.fixture(scope="module")
 def model_dir(tiny_repo):
     return str(tiny_repo / "models/final")
-
-
-@pytest.fixture(scope="module")
-def memorised(tiny_repo):
-    """(clip path, sentence) of the clips the tiny model was trained on."""
-    train = pd.read_parquet(tiny_repo / "data/prepared/train.parquet", columns=["id", "sentence"])
-    return [
-        (tiny_repo / "data/sample/sv-SE/clips" / f"{i}.mp3", s)
-        for i, s in zip(train["id"], train["sentence"], strict=True)
-    ]
 
 
 def long_recording(memorised, repeats: int, path) -> list[str]:

@@ -1,0 +1,361 @@
+"""The DVC remote: a reachability check that cannot hang, checkpoints mirrored while training, and their fetch.
+
+    python -m svwhisper.remote check [-r NAME]   # says what is missing (credentials, folder id, sharing), exit 1
+    python -m svwhisper.remote push [-r NAME]    # the check, then `dvc push`
+    python -m svwhisper.remote pull [-r NAME]    # `dvc pull`, then this run's pushed checkpoints: `dvc repro` resumes
+
+Feature archives and models are DVC outs: `dvc push` sends them. Checkpoints are not (DVC 3 deletes
+a stage's outs before it runs, see svwhisper.checkpoints), so the train stage mirrors each complete
+checkpoint to `<remote>/checkpoints/<fingerprint>/checkpoint-N/` from a background thread (files
+first, the COMPLETE marker last; checkpoints the Trainer rotated away are removed there too), and
+`pull` fetches the complete ones of the run that params.yaml and the pulled inputs describe. Any
+DVC remote works: the same filesystem DVC uses for the remote does the copying.
+
+Google Drive can hang: without saved credentials pydrive2 opens a browser sign-in and waits. So
+for a gdrive remote the credentials are checked on disk first, and nothing that could open a
+browser is called unless they are there; every network probe runs under a timeout.
+"""
+
+import argparse
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from transformers import TrainerCallback
+
+from svwhisper.checkpoints import COMPLETE, resumable, step_of
+
+CHECKPOINTS = "checkpoints"  # top folder of the mirrored checkpoints on the remote, beside DVC's files/
+SETUP = "see the README, section Remote storage"
+
+
+@dataclass(frozen=True)
+class RemoteParams:
+    name: str = ""  # DVC remote for checkpoints; "" = the default remote (`dvc remote default`)
+    push_checkpoints: bool = True  # mirror each complete checkpoint while training (no remote: they stay local)
+    check_timeout_s: float = 60.0  # the reachability check gives up after this long
+
+    def __post_init__(self):
+        if self.check_timeout_s <= 0:
+            raise ValueError(f"check_timeout_s must be > 0, got {self.check_timeout_s}")
+
+
+class RemoteError(Exception):
+    """The remote cannot be used; the message says what is missing."""
+
+
+def load_config(repo: Path):
+    from dvc.config import Config
+
+    return Config(dvc_dir=str(Path(repo) / ".dvc"))
+
+
+def remote_section(config, name: str = "") -> tuple[str, dict]:
+    """(name, settings) of remote `name`, or of the default remote when `name` is ""."""
+    name = name or config["core"].get("remote", "")
+    if not name:
+        raise RemoteError(f"no DVC remote configured: add one with `dvc remote add -d <name> <url>` ({SETUP})")
+    if name not in config["remote"]:
+        known = ", ".join(config["remote"]) or "none"
+        raise RemoteError(f"no DVC remote named {name!r} in .dvc/config or .dvc/config.local (known: {known})")
+    return name, dict(config["remote"][name])
+
+
+def gdrive_user_credentials(settings: dict) -> Path:
+    """Where pydrive2 keeps (and looks for) the OAuth sign-in of the remote's client id."""
+    if settings.get("gdrive_user_credentials_file"):
+        return Path(settings["gdrive_user_credentials_file"]).expanduser()
+    import appdirs
+
+    cache = Path(appdirs.user_cache_dir("pydrive2fs", appauthor=False)) / settings["gdrive_client_id"]
+    return cache / f"{settings.get('profile') or 'default'}.json"
+
+
+def gdrive_problem(name: str, settings: dict, environ=os.environ) -> str:
+    """What keeps gdrive remote `name` from working without a browser, read from config and disk only; else ""."""
+    url = settings["url"]
+    if not urlparse(url).netloc:
+        return f"remote {name} ({url}) has no folder id: the URL is gdrive://<folder id>[/path] ({SETUP})"
+    fix = f"dvc remote modify --local {name}"
+    from_env = environ.get("GDRIVE_CREDENTIALS_DATA", "")
+    if settings.get("gdrive_use_service_account"):
+        key_path = settings.get("gdrive_service_account_json_file_path")
+        if from_env:
+            text, where = from_env, "GDRIVE_CREDENTIALS_DATA"
+        elif key_path:
+            if not Path(key_path).expanduser().is_file():
+                return f"remote {name}: no service account key at {key_path} (gdrive_service_account_json_file_path)"
+            text, where = Path(key_path).expanduser().read_text(encoding="utf-8"), key_path
+        else:
+            return (
+                f"remote {name} uses a service account but has no key: `{fix} gdrive_service_account_json_file_path "
+                f"<key.json>`, or put the key's JSON in GDRIVE_CREDENTIALS_DATA ({SETUP})"
+            )
+        try:
+            key = json.loads(text)
+        except ValueError:
+            return f"remote {name}: {where} is not JSON; a service account key from Google Cloud is"
+        if not isinstance(key, dict) or key.get("type") != "service_account" or not key.get("client_email"):
+            return f"remote {name}: {where} is not a service account key (needs type service_account, client_email)"
+        return ""
+    if not (settings.get("gdrive_client_id") and settings.get("gdrive_client_secret")):
+        return (
+            f"remote {name} has no OAuth client of its own, and Google blocks DVC's built-in one: create an OAuth "
+            f"client (Desktop app) in Google Cloud, then `{fix} gdrive_client_id <id>` and `{fix} "
+            f"gdrive_client_secret <secret>`; or use a service account ({SETUP})"
+        )
+    if from_env:
+        return ""  # the saved sign-in itself, as CI passes it
+    saved = gdrive_user_credentials(settings)
+    if not saved.is_file():
+        return (
+            f"remote {name}: not signed in to Google Drive ({saved} does not exist): run `dvc push` once in a "
+            f"terminal on a machine with a browser to sign in, or use a service account; this check never opens "
+            f"a browser ({SETUP})"
+        )
+    return ""
+
+
+def open_fs(config, name: str):
+    """(DVC's filesystem for remote `name`, the remote's root path on it)."""
+    from dvc.fs import get_cloud_fs
+
+    cls, settings, path = get_cloud_fs(config, name=name)
+    return cls(**settings), path
+
+
+def probe(fs, path: str, url: str, name: str) -> str:
+    """One look at the remote over the network: "" when it answers and can be used."""
+    if fs.protocol == "local":
+        existing = Path(path)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not os.access(existing, os.W_OK):
+            return f"remote {name}: {existing} (on the way to {path}) is not writable"
+        return ""
+    if fs.protocol == "gdrive":
+        folder = path.split("/")[0]
+        try:
+            fs.ls(folder)
+        except FileNotFoundError:
+            return (
+                f"remote {name}: folder {folder} not found with these credentials: check the folder id in {url} "
+                f"and that the folder is shared with the account (a service account: a Shared Drive it is a member of)"
+            )
+        return ""
+    fs.exists(path)
+    return ""
+
+
+def with_timeout(work, timeout: float, late: str) -> str:
+    """work()'s answer, or `late` if it takes longer than `timeout` seconds (it is left behind in a daemon thread)."""
+    answer: list[str] = []
+
+    def target():
+        try:
+            answer.append(work())
+        except Exception as err:  # every failure of a remote is an answer to report, not a crash
+            cause = f" ({err.__cause__})" if err.__cause__ else ""
+            answer.append(f"{type(err).__name__}: {err}{cause}")
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return answer[0] if answer else late
+
+
+def check(repo: Path, name: str = "", timeout: float = 60.0) -> tuple[str, str]:
+    """(remote name, problem) with problem "" when remote `name` is reachable; never takes much over `timeout`."""
+    name, settings = remote_section(load_config(repo), name)
+    if settings["url"].startswith("gdrive://"):
+        problem = gdrive_problem(name, settings)
+        if problem:
+            return name, problem
+
+    def look() -> str:
+        fs, path = open_fs(load_config(repo), name)
+        return probe(fs, path, settings["url"], name)
+
+    late = f"remote {name} ({settings['url']}) did not answer within {timeout:g} s: check the network and proxy"
+    problem = with_timeout(look, timeout, late)
+    if problem and not problem.startswith(f"remote {name}"):  # the text of an exception
+        problem = f"remote {name} ({settings['url']}): {problem}"
+    return name, problem
+
+
+class CheckpointStore:
+    """`<remote root>/checkpoints/<fingerprint>/checkpoint-N/` on a DVC remote's filesystem."""
+
+    def __init__(self, fs, root: str, fingerprint: str):
+        self.fs, self.run = fs, fs.join(root, CHECKPOINTS, fingerprint)
+
+    @classmethod
+    def open(cls, repo: Path, name: str, fingerprint: str, timeout: float) -> "CheckpointStore":
+        name, problem = check(repo, name, timeout)
+        if problem:
+            raise RemoteError(problem)
+        return cls(*open_fs(load_config(repo), name), fingerprint)
+
+    def names(self) -> dict[str, bool]:
+        """{checkpoint dir name: complete?} of what the remote holds for this run."""
+        try:
+            found = self.fs.ls(self.run, detail=False)
+        except FileNotFoundError:
+            return {}
+        dirs = [p.rstrip("/").rsplit("/", 1)[-1] for p in found]
+        return {d: self.fs.exists(self.fs.join(self.run, d, COMPLETE)) for d in dirs if step_of(Path(d)) >= 0}
+
+    def upload(self, checkpoint: Path) -> None:
+        target = self.fs.join(self.run, checkpoint.name)
+        files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != COMPLETE)
+        for path in [*files, checkpoint / COMPLETE]:  # the marker last: a cut-off upload is never taken
+            remote = self.fs.join(target, *path.relative_to(checkpoint).parts)
+            self.fs.makedirs(self.fs.parent(remote), exist_ok=True)
+            self.fs.put_file(str(path), remote)
+
+    def remove(self, name: str) -> None:
+        marker = self.fs.join(self.run, name, COMPLETE)
+        if self.fs.exists(marker):
+            self.fs.rm(marker)  # first, so that the rest is never taken for a complete checkpoint
+        self.fs.rm(self.fs.join(self.run, name), recursive=True)
+
+    def download(self, name: str, run_dir: Path) -> Path:
+        source, dest = self.fs.join(self.run, name), run_dir / name
+        files = [p for p in self.fs.find(source) if not p.endswith(f"/{COMPLETE}")]
+        for remote in [*files, self.fs.join(source, COMPLETE)]:  # the marker last, as on upload
+            local = dest.joinpath(*remote[len(source) :].strip("/").split("/"))
+            local.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(remote, str(local))
+        return dest
+
+
+class CheckpointMirror(TrainerCallback):
+    """Mirrors the complete checkpoints of `run_dir` to the remote from a background thread.
+
+    Each save (after MarkComplete) asks for one sync; syncs asked for while one runs fold into one.
+    A sync uploads the complete local checkpoints the remote lacks, newest first, and removes there
+    those the Trainer rotated away. Training never waits for it, except for the last sync at the end.
+    Problems (no remote, no credentials, a failed upload) are printed once and training goes on.
+    """
+
+    def __init__(self, repo: Path, params: RemoteParams, run_dir: Path, fingerprint: str):
+        self.repo, self.params, self.run_dir, self.fingerprint = Path(repo), params, Path(run_dir), fingerprint
+        self.requests: queue.Queue = queue.Queue()
+        self.store: CheckpointStore | None = None
+        self.worker = threading.Thread(target=self._work, name="checkpoint-mirror", daemon=True)
+        self.worker.start()
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.requests.put("sync")
+
+    def close(self) -> None:
+        """Wait for the syncs asked for so far (the newest checkpoint is on the remote when this returns)."""
+        self.requests.put(None)
+        self.worker.join()
+
+    def _work(self) -> None:
+        try:
+            self.store = CheckpointStore.open(
+                self.repo, self.params.name, self.fingerprint, self.params.check_timeout_s
+            )
+            print(f"train: mirroring checkpoints to {self.store.run}")
+        except RemoteError as err:
+            print(f"train: checkpoints stay local ({err})")
+        while True:
+            request = self.requests.get()
+            pending = [request]
+            while not self.requests.empty():
+                pending.append(self.requests.get_nowait())
+            if self.store is not None and "sync" in pending:
+                self._sync()
+            if None in pending:
+                return
+
+    def _sync(self) -> None:
+        local = {p.name for p in self.run_dir.iterdir() if (p / COMPLETE).is_file()} if self.run_dir.is_dir() else set()
+        try:
+            remote = self.store.names()
+            for name in sorted(local - {n for n, done in remote.items() if done}, key=lambda n: -step_of(Path(n))):
+                self.store.upload(self.run_dir / name)
+                print(f"train: pushed {name} to {self.store.run}")
+            for name in set(remote) - local:
+                self.store.remove(name)
+        except (OSError, RuntimeError, ValueError) as err:  # e.g. rotated away mid-upload; the next sync retries
+            print(f"train: could not push checkpoints ({type(err).__name__}: {err}); training goes on")
+
+
+def pull_checkpoints(repo: Path, params: RemoteParams, run_dir: Path, fingerprint: str) -> list[Path]:
+    """Download the complete remote checkpoints of run `fingerprint` that `run_dir` lacks; the ones fetched."""
+    store = CheckpointStore.open(repo, params.name, fingerprint, params.check_timeout_s)
+    have = {p.name for p in run_dir.iterdir() if (p / COMPLETE).is_file()} if run_dir.is_dir() else set()
+    wanted = sorted((n for n, done in store.names().items() if done and n not in have), key=lambda n: step_of(Path(n)))
+    return [store.download(name, run_dir) for name in wanted]
+
+
+def run_fingerprint(repo: Path) -> tuple[Path, str]:
+    """(checkpoint dir, fingerprint) of the train run that params.yaml and the inputs on disk describe."""
+    from stages.train import TrainParams
+    from svwhisper.checkpoints import fingerprint
+    from svwhisper.params import Paths, load_params
+
+    paths = load_params(Paths, "paths", repo / "params.yaml")
+    train = load_params(TrainParams, "train", repo / "params.yaml")
+    inputs = [repo / paths.base_model, repo / paths.features]
+    for path in inputs:
+        if not path.exists():
+            raise RemoteError(
+                f"{path.relative_to(repo)} is missing, so this run's checkpoints cannot be named: `dvc pull` found no "
+                f"copy; `dvc repro featurize` rebuilds it (same bytes, same run), then run this again"
+            )
+    digest = fingerprint(train, inputs)
+    return repo / paths.checkpoints / digest, digest
+
+
+def main() -> None:
+    from svwhisper.params import load_params
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("check", "push", "pull"))
+    parser.add_argument("-r", "--remote", default=None, help="remote name (default: params remote.name, else DVC's)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds (default: remote.check_timeout_s)")
+    args = parser.parse_args()
+    repo = Path.cwd()
+    params = load_params(RemoteParams, "remote", repo / "params.yaml")
+    name, timeout = args.remote if args.remote is not None else params.name, args.timeout or params.check_timeout_s
+    try:
+        name, problem = check(repo, name, timeout)
+    except RemoteError as err:
+        sys.exit(f"remote: {err}")
+    if problem:
+        sys.exit(f"remote: {problem}")
+    print(f"remote: {name} is reachable")
+    if args.action == "check":
+        return
+    dvc = [sys.executable, "-m", "dvc", args.action, "-r", name]
+    done = subprocess.run([*dvc, "--allow-missing"] if args.action == "pull" else dvc, cwd=repo)
+    if args.action == "push":
+        sys.exit(done.returncode)
+    try:
+        run_dir, digest = run_fingerprint(repo)
+        fetched = pull_checkpoints(repo, RemoteParams(name, params.push_checkpoints, timeout), run_dir, digest)
+    except RemoteError as err:
+        sys.exit(f"remote: {err}")
+    newest = resumable(run_dir)[0]
+    if newest is None:
+        print(f"remote: no checkpoints of run {digest} on {name} (if the train stage runs, it starts at step 0)")
+    else:
+        print(
+            f"remote: pulled {len(fetched)} checkpoint(s); `dvc repro` resumes from {newest} (step {step_of(newest)})"
+        )
+    sys.exit(done.returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -334,7 +334,7 @@ def main() -> None:
     except RemoteError as err:
         sys.exit(f"remote: {err}")
     if problem:
-        sys.exit(f"remote: {problem}")
+        sys.exit(problem)
     print(f"remote: {name} is reachable")
     if args.action == "check":
         return

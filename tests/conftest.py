@@ -2,8 +2,10 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,26 @@ def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.Completed
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def kill_train_once(repo: Path, env: dict, done_when: Path, pattern: str, timeout: float = 300) -> None:
+    """Start `dvc repro -f train` in `repo` in its own process group and SIGKILL the whole group (as a preempted
+    VM dies) as soon as a file matching `pattern` exists under `done_when`."""
+    proc = subprocess.Popen(
+        ["dvc", "repro", "-f", "train"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not list(done_when.glob(pattern)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no {done_when}/{pattern} before the run ended (exit {proc.returncode}) or timed out")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def copy_repo(dest: Path) -> Path:

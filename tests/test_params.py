@@ -10,6 +10,8 @@ from stages.featurize import FeaturizeParams
 from stages.prepare import PrepareParams
 from stages.train import TrainParams
 from svwhisper.params import ParamsError, Paths, load_params
+from svwhisper.publish import PublishParams
+from svwhisper.remote import RemoteParams
 from svwhisper.text import TextParams
 
 BLOCKS = {
@@ -21,6 +23,8 @@ BLOCKS = {
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "app": AppParams,
+    "remote": RemoteParams,
+    "publish": PublishParams,
 }
 
 

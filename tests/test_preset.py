@@ -10,6 +10,7 @@ from test_params import BLOCKS
 from conftest import REPO
 from svwhisper.params import load_params
 from svwhisper.preset import PRESETS, flow, load_preset, overrides
+from svwhisper.study import STEPS, VARIANTS, queue_commands
 
 
 def test_overrides_flatten_blocks_and_keep_lists_whole():
@@ -41,3 +42,20 @@ def test_every_preset_applied_with_dash_s_loads_in_every_block(tmp_path, name):
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(SystemExit, match="known: .*whisper-small-cv"):
         load_preset("whisper-large")
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_study_variant_sets_what_it_names_and_loads_in_every_block(tmp_path, name):
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    cmd = next(c for c in queue_commands() if name in c)
+    sets = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-S"]
+    assert sets[0] == f"train.max_steps={STEPS}" and sets[1:] == VARIANTS[name]
+    apply_overrides(params, sets)
+    typed = {block: load_params(cls, block, params) for block, cls in BLOCKS.items()}
+    default = {block: load_params(cls, block, REPO / "params.yaml") for block, cls in BLOCKS.items()}
+    for override in sets:
+        key, value = override.split("=")
+        block, field = key.split(".")
+        assert getattr(typed[block], field) == yaml.safe_load(value.replace("1e-3", "0.001")), override
+        assert getattr(typed[block], field) != getattr(default[block], field), f"{override} changes nothing"

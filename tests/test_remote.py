@@ -5,7 +5,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 import app
-from conftest import GIT_ENV, REPO, override_params, run
+from conftest import GIT_ENV, REPO, kill_train_once, override_params, run
 from svwhisper.checkpoints import COMPLETE
 from svwhisper.remote import CheckpointStore, gdrive_problem, with_timeout
 from svwhisper.text import normalize
@@ -192,26 +191,6 @@ def test_dvc_get_and_import_fetch_just_the_model_into_another_project(pushed, me
         assert normalize(backend([app.load_audio(clip)])[0]) == normalize(sentence)
 
 
-def wait_for_pushed_checkpoint(repo: Path, store: Path, timeout: float = 300) -> None:
-    """Run `dvc repro -f train` in `repo` in its own process group; SIGKILL the group (as a preempted VM dies)
-    as soon as a complete checkpoint has reached the remote `store`."""
-    proc = subprocess.Popen(
-        ["dvc", "repro", "-f", "train"],
-        cwd=repo,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while not list(store.glob(f"checkpoints/*/checkpoint-*/{COMPLETE}")):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"no checkpoint reached the remote before the run ended (exit {proc.returncode}) or timed out")
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.mark.slow
 def test_training_killed_on_one_machine_resumes_on_another_from_the_pushed_checkpoint(pushed, tmp_path):
     repo_a, store = pushed
@@ -220,7 +199,7 @@ def test_training_killed_on_one_machine_resumes_on_another_from_the_pushed_check
     run(["dvc", "pull"], machine_1)
     override_params(machine_1 / "params.yaml", {"train": RESUME_TRAIN})
     run(["git", "commit", "-qam", "a longer run"], machine_1)
-    wait_for_pushed_checkpoint(machine_1, store)
+    kill_train_once(machine_1, ENV, store, f"checkpoints/*/checkpoint-*/{COMPLETE}")  # once one is on the remote
 
     run(["git", "clone", "-q", str(machine_1), str(machine_2)], tmp_path)
     pulled = remote_cli(machine_2, "pull")

@@ -3,16 +3,13 @@
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import GIT_ENV, override_params, run
+from conftest import GIT_ENV, kill_train_once, override_params, run
 from stages.train import TrainParams
 from svwhisper.checkpoints import COMPLETE, MarkComplete, fingerprint, resumable, start_or_resume
 
@@ -64,26 +61,6 @@ def final_metrics(repo: Path) -> dict:
     return json.loads((repo / "dvclive/metrics.json").read_text(encoding="utf-8"))
 
 
-def kill_after_first_checkpoint(repo: Path, env: dict, timeout: float = 300) -> None:
-    """Start `dvc repro -f train` in its own process group and SIGKILL the whole group (as a preempted VM
-    dies) as soon as the first checkpoint is complete."""
-    proc = subprocess.Popen(
-        ["dvc", "repro", "-f", "train"],
-        cwd=repo,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while not list((repo / "checkpoints").glob(f"*/checkpoint-*/{COMPLETE}")):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"no complete checkpoint before the run ended (exit {proc.returncode}) or timed out")
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.mark.slow
 def test_repro_after_sigkill_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_repo, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # deterministic CPU kernels, so both runs can be compared
@@ -94,7 +71,7 @@ def test_repro_after_sigkill_resumes_and_ends_where_an_uninterrupted_run_ends(ti
     run(["git", "commit", "-qam", "resume test params"], repo)
 
     env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    kill_after_first_checkpoint(repo, env)
+    kill_train_once(repo, env, repo / "checkpoints", f"*/checkpoint-*/{COMPLETE}")  # after the first checkpoint
     assert not (repo / "models/final").exists()  # DVC removed the out; the kill left no final model
 
     resumed = run(["dvc", "repro", "train"], repo).stdout

@@ -1,0 +1,69 @@
+"""The improvement study: variants of the default, each one `dvc exp run`, at the same training budget.
+
+    python -m svwhisper.study run      # queue every variant (named study-*) and run them one at a time
+    python -m svwhisper.study table    # the README's table: `dvc exp show --md` with the study's columns
+    python -m svwhisper.study table --rev 1a2b3c4   # runs made on an earlier commit (options go to dvc exp show)
+
+Every variant trains for STEPS steps (a third of the default 1,500), so that the seven runs take well
+under an hour on 2 CPU cores; `study-baseline` is the default at that budget, the row to compare with.
+"""
+
+import argparse
+import subprocess
+import sys
+
+STEPS = 500
+VARIANTS = {
+    "study-baseline": [],
+    "study-lr-1e-3": ["train.learning_rate=1e-3"],
+    "study-specaugment": ["train.spec_augment=true"],
+    "study-no-ctc": ["train.ctc_weight=0"],
+    "study-wide": ["model.d_model=256", "model.ffn_dim=1024"],
+    "study-deep": ["model.encoder_layers=4", "model.decoder_layers=4"],
+    "study-vocab-1000": ["model.vocab_size=1000"],
+}
+# the columns of the table: experiment, the changed knobs, held-out and dev error rates, training time
+KNOBS = ("train.learning_rate", "train.spec_augment", "train.ctc_weight", "model.d_model", "model.ffn_dim")
+KNOBS += ("model.encoder_layers", "model.decoder_layers", "model.vocab_size")
+COLUMNS = "|".join(("Experiment", *KNOBS, "wer", "cer", "eval.wer", "train.runtime")).replace(".", r"\.")
+
+
+def queue_commands() -> list[list[str]]:
+    return [
+        ["dvc", "exp", "run", "--queue", "--name", name, "-S", f"train.max_steps={STEPS}"]
+        + [arg for override in overrides for arg in ("-S", override)]
+        for name, overrides in VARIANTS.items()
+    ]
+
+
+def table_command() -> list[str]:
+    keep = f"^({COLUMNS})$"
+    return [
+        "dvc",
+        "exp",
+        "show",
+        "--md",
+        "--no-pager",
+        "--hide-queued",
+        "--drop",
+        ".*",
+        "--keep",
+        keep,
+        "--precision",
+        "3",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("run", "table"))
+    args, extra = parser.parse_known_args()  # table: more `dvc exp show` options, e.g. --rev <commit the runs used>
+    if args.action == "table":
+        sys.exit(subprocess.run([*table_command(), *extra]).returncode)
+    for cmd in queue_commands():
+        subprocess.run(cmd, check=True)
+    sys.exit(subprocess.run([sys.executable, "-m", "svwhisper.queue"]).returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -154,8 +154,8 @@ def main() -> None:
     args = parser.parse_args()
     params = dataclasses.replace(params, backend=args.backend)
     model_dir = args.model_dir or default_model_dir(args.backend, load_params(Paths, "paths"))
-    if missing_model(model_dir, args.backend):
-        raise SystemExit(missing_model(model_dir, args.backend))
+    if problem := missing_model(model_dir, args.backend):
+        raise SystemExit(problem)
     cached_backend(args.backend, model_dir)  # load before serving, so the first request is not slow
     build_demo(model_dir, params).launch(
         server_name=args.host, server_port=args.port, share=False, max_file_size=f"{params.max_file_mb:.0f}mb"

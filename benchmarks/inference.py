@@ -2,8 +2,8 @@
 
 Both transcribe every clip of the test split (as the app does: batches of `--batch-size`,
 greedy, Swedish/transcribe) from the decoded 16 kHz audio, features included; each backend's
-fastest of `--repeats` passes counts (a 100-clip pass lasts under a second, so one pass is noisy). Targets (issue 6):
-speedup_vs_transformers >= 2 (audio seconds per wall second) and wer_delta (CTranslate2 minus
+fastest of `--repeats` passes counts (a 100-clip pass lasts under a second, so one pass is noisy).
+Targets (issue 6): speedup_vs_transformers >= 2 (audio seconds per wall second) and wer_delta (CTranslate2 minus
 transformers) <= 0.005. Also the real-time factor of each and the model size on disk.
 
     python benchmarks/inference.py --quick      # 100 test clips

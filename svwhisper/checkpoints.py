@@ -39,13 +39,17 @@ def step_of(checkpoint: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+def checkpoints_in(run_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(complete, incomplete) checkpoint dirs in `run_dir`, each oldest first; empty when it does not exist."""
+    if not run_dir.is_dir():
+        return [], []
+    found = sorted((p for p in run_dir.iterdir() if p.is_dir() and step_of(p) >= 0), key=step_of)
+    return [p for p in found if (p / COMPLETE).is_file()], [p for p in found if not (p / COMPLETE).is_file()]
+
+
 def resumable(run_dir: Path) -> tuple[Path | None, list[Path]]:
     """(newest complete checkpoint or None, incomplete ones) in `run_dir`."""
-    if not run_dir.is_dir():
-        return None, []
-    found = sorted((p for p in run_dir.iterdir() if p.is_dir() and step_of(p) >= 0), key=step_of)
-    complete = [p for p in found if (p / COMPLETE).is_file()]
-    incomplete = [p for p in found if not (p / COMPLETE).is_file()]
+    complete, incomplete = checkpoints_in(run_dir)
     return (complete[-1] if complete else None), incomplete
 
 

@@ -252,7 +252,6 @@ def check_current(repo: Path, paths) -> None:
 
 def write_folder(repo: Path, model_dir: Path, out: Path, params: PublishParams, paths) -> Path:
     """The exact folder to upload: the model's weights (safetensors), processor files, generation config, card."""
-    check_model(model_dir)
     card = build_card(repo, model_dir, params, paths)
     out.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
@@ -271,11 +270,11 @@ def hub_token() -> str:
     return token
 
 
-def upload(folder: Path, repo_id: str, private: bool, message: str) -> str:
+def upload(folder: Path, repo_id: str, private: bool, message: str, token: str) -> str:
     """Create the Hub repo if needed and upload `folder`; the commit's URL."""
     from huggingface_hub import HfApi
 
-    api = HfApi(token=hub_token())
+    api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=message)
     return str(getattr(info, "commit_url", info))
@@ -294,13 +293,12 @@ def publish(repo: Path, repo_id: str, dry_run: Path | None, private: bool = Fals
     check_current(repo, paths)
     if dry_run is not None:
         return write_folder(repo, model_dir, dry_run, params, paths)
-    hub_token()  # before any work: no token, no folder
+    token = hub_token()  # before any work: no token, no folder
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_folder(repo, model_dir, Path(tmp) / "upload", params, paths)
         commit = git(repo, "rev-parse", "--short", "HEAD")
-        return upload(
-            folder, repo_id, private, f"{params.commit_message} ({commit})" if commit else params.commit_message
-        )
+        message = f"{params.commit_message} ({commit})" if commit else params.commit_message
+        return upload(folder, repo_id, private, message, token)
 
 
 def main() -> None:

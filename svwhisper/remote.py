@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 
 from transformers import TrainerCallback
 
-from svwhisper.checkpoints import COMPLETE, resumable, step_of
+from svwhisper.checkpoints import COMPLETE, checkpoints_in, resumable, step_of
 
 CHECKPOINTS = "checkpoints"  # top folder of the mirrored checkpoints on the remote, beside DVC's files/
 SETUP = "see the README, section Remote storage"
@@ -170,23 +170,26 @@ def with_timeout(work, timeout: float, late: str) -> str:
     return answer[0] if answer else late
 
 
-def check(repo: Path, name: str = "", timeout: float = 60.0) -> tuple[str, str]:
-    """(remote name, problem) with problem "" when remote `name` is reachable; never takes much over `timeout`."""
-    name, settings = remote_section(load_config(repo), name)
-    if settings["url"].startswith("gdrive://"):
-        problem = gdrive_problem(name, settings)
-        if problem:
-            return name, problem
+def connect(repo: Path, name: str = "", timeout: float = 60.0) -> tuple[str, object, str]:
+    """(remote name, DVC's filesystem for it, its root path) once the remote has answered; never takes much over
+    `timeout`. RemoteError names what is missing otherwise."""
+    config = load_config(repo)
+    name, settings = remote_section(config, name)
+    url = settings["url"]
+    if url.startswith("gdrive://") and (problem := gdrive_problem(name, settings)):
+        raise RemoteError(problem)
+    opened = []
 
     def look() -> str:
-        fs, path = open_fs(load_config(repo), name)
-        return probe(fs, path, settings["url"], name)
+        opened.append(open_fs(config, name))
+        return probe(*opened[0], url, name)
 
-    late = f"remote {name} ({settings['url']}) did not answer within {timeout:g} s: check the network and proxy"
-    problem = with_timeout(look, timeout, late)
-    if problem and not problem.startswith(f"remote {name}"):  # the text of an exception
-        problem = f"remote {name} ({settings['url']}): {problem}"
-    return name, problem
+    problem = with_timeout(
+        look, timeout, f"remote {name} ({url}) did not answer within {timeout:g} s: check the network and proxy"
+    )
+    if problem:  # ours starts with the remote's name; the text of an exception gets it put in front
+        raise RemoteError(problem if problem.startswith(f"remote {name}") else f"remote {name} ({url}): {problem}")
+    return name, *opened[0]
 
 
 class CheckpointStore:
@@ -197,10 +200,8 @@ class CheckpointStore:
 
     @classmethod
     def open(cls, repo: Path, name: str, fingerprint: str, timeout: float) -> "CheckpointStore":
-        name, problem = check(repo, name, timeout)
-        if problem:
-            raise RemoteError(problem)
-        return cls(*open_fs(load_config(repo), name), fingerprint)
+        _, fs, root = connect(repo, name, timeout)
+        return cls(fs, root, fingerprint)
 
     def names(self) -> dict[str, bool]:
         """{checkpoint dir name: complete?} of what the remote holds for this run."""
@@ -279,7 +280,7 @@ class CheckpointMirror(TrainerCallback):
                 return
 
     def _sync(self) -> None:
-        local = {p.name for p in self.run_dir.iterdir() if (p / COMPLETE).is_file()} if self.run_dir.is_dir() else set()
+        local = {p.name for p in checkpoints_in(self.run_dir)[0]}
         try:
             remote = self.store.names()
             for name in sorted(local - {n for n, done in remote.items() if done}, key=lambda n: -step_of(Path(n))):
@@ -291,10 +292,9 @@ class CheckpointMirror(TrainerCallback):
             print(f"train: could not push checkpoints ({type(err).__name__}: {err}); training goes on")
 
 
-def pull_checkpoints(repo: Path, params: RemoteParams, run_dir: Path, fingerprint: str) -> list[Path]:
-    """Download the complete remote checkpoints of run `fingerprint` that `run_dir` lacks; the ones fetched."""
-    store = CheckpointStore.open(repo, params.name, fingerprint, params.check_timeout_s)
-    have = {p.name for p in run_dir.iterdir() if (p / COMPLETE).is_file()} if run_dir.is_dir() else set()
+def pull_checkpoints(store: CheckpointStore, run_dir: Path) -> list[Path]:
+    """Download the complete checkpoints `store` holds that `run_dir` lacks, oldest first; the ones fetched."""
+    have = {p.name for p in checkpoints_in(run_dir)[0]}
     wanted = sorted((n for n, done in store.names().items() if done and n not in have), key=lambda n: step_of(Path(n)))
     return [store.download(name, run_dir) for name in wanted]
 
@@ -330,11 +330,9 @@ def main() -> None:
     params = load_params(RemoteParams, "remote", repo / "params.yaml")
     name, timeout = args.remote if args.remote is not None else params.name, args.timeout or params.check_timeout_s
     try:
-        name, problem = check(repo, name, timeout)
+        name, fs, root = connect(repo, name, timeout)
     except RemoteError as err:
-        sys.exit(f"remote: {err}")
-    if problem:
-        sys.exit(problem)
+        sys.exit(str(err) if str(err).startswith("remote ") else f"remote: {err}")
     print(f"remote: {name} is reachable")
     if args.action == "check":
         return
@@ -344,16 +342,15 @@ def main() -> None:
         sys.exit(done.returncode)
     try:
         run_dir, digest = run_fingerprint(repo)
-        fetched = pull_checkpoints(repo, RemoteParams(name, params.push_checkpoints, timeout), run_dir, digest)
     except RemoteError as err:
         sys.exit(f"remote: {err}")
+    fetched = pull_checkpoints(CheckpointStore(fs, root, digest), run_dir)
     newest = resumable(run_dir)[0]
     if newest is None:
         print(f"remote: no checkpoints of run {digest} on {name} (if the train stage runs, it starts at step 0)")
     else:
-        print(
-            f"remote: pulled {len(fetched)} checkpoint(s); `dvc repro` resumes from {newest} (step {step_of(newest)})"
-        )
+        resumes = f"`dvc repro` resumes from {newest} (step {step_of(newest)})"
+        print(f"remote: pulled {len(fetched)} checkpoint(s) of run {digest}; {resumes}")
     sys.exit(done.returncode)
 
 

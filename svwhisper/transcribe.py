@@ -97,8 +97,8 @@ def load_backend(name: str, model_dir: str | Path):
     """The backend `name` ("transformers" or "ctranslate2") over `model_dir`."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
-    if missing_model(model_dir, name):
-        raise FileNotFoundError(missing_model(model_dir, name))
+    if problem := missing_model(model_dir, name):
+        raise FileNotFoundError(problem)
     return TransformersBackend(model_dir) if name == "transformers" else CTranslate2Backend(model_dir)
 
 

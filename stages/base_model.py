@@ -1,8 +1,13 @@
-"""base_model: the untrained starting point, as a save_pretrained dir (model + processor).
+"""base_model: the starting point of fine-tuning, as a save_pretrained dir (model + processor).
 
-With `model.name: ""` it builds a small Whisper offline: a byte-level BPE trained on the
-training sentences (plus all of Whisper's special tokens) and a random-init model. With a hub
-id or local dir it loads that pretrained Whisper instead. Both get Swedish/transcribe set.
+`model.name` picks it:
+- `packaged:openai/whisper-base`: OpenAI Whisper base from the verified offline packages
+  (svwhisper.whisper_base: sha256 of every file checked first, then converted);
+- `scratch`: a small Whisper built offline, a byte-level BPE trained on the training sentences
+  (plus all of Whisper's special tokens) and a random-init model;
+- a hub id or local dir: that pretrained Whisper, loaded with from_pretrained.
+A pretrained model's encoder is cut to `model.chunk_length_s` (30 keeps it as released). Every
+one gets Swedish/transcribe set.
 
     python -m stages.base_model --prepared data/prepared --out models/base
 """
@@ -13,14 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from svwhisper.modeling import build_local, load_pretrained, set_language_and_task
+from svwhisper import whisper_base
+from svwhisper.modeling import build_local, load_pretrained, set_audio_window, set_language_and_task
 from svwhisper.params import load_params
 from svwhisper.text import TextParams, label_text
 
 
 @dataclass(frozen=True)
 class ModelParams:
-    name: str = ""
+    name: str = "scratch"
     language: str = "sv"
     task: str = "transcribe"
     vocab_size: int = 320
@@ -35,6 +41,10 @@ class ModelParams:
     seed: int = 0
 
     def check(self) -> None:
+        if not self.name.strip():
+            raise ValueError(f"name must be scratch, {whisper_base.NAME}, a hub id or a local dir")
+        if not 1 <= self.chunk_length_s <= 30:
+            raise ValueError(f"chunk_length_s must be 1..30 seconds (Whisper's window is 30), got {self.chunk_length_s}")
         if self.task not in ("transcribe", "translate"):
             raise ValueError(f"task must be transcribe or translate, got {self.task!r}")
         if self.vocab_size <= 256:
@@ -51,7 +61,12 @@ def main() -> None:
     params = load_params(ModelParams, "model")
     text = load_params(TextParams, "text")
 
-    if params.name:
+    if params.name == whisper_base.NAME:
+        try:
+            model, processor = whisper_base.load_whisper_base()
+        except whisper_base.VerificationError as err:
+            raise SystemExit(f"base_model: {err}") from None
+    elif params.name != "scratch":
         model, processor = load_pretrained(params.name)
     else:
         sentences = pd.read_parquet(args.prepared / "train.parquet", columns=["sentence"])["sentence"]
@@ -68,11 +83,14 @@ def main() -> None:
             max_target_positions=params.max_target_positions,
             seed=params.seed,
         )
+    if params.name != "scratch":
+        set_audio_window(model, processor, params.chunk_length_s)
     set_language_and_task(model, processor, params.language, params.task)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"base_model: {params.name or 'local Whisper'}: {n_params / 1e6:.2f} M parameters -> {args.out}")
+    window = processor.feature_extractor.chunk_length
+    print(f"base_model: {params.name}: {n_params / 1e6:.2f} M parameters, {window} s window -> {args.out}")
 
 
 if __name__ == "__main__":

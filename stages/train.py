@@ -9,6 +9,7 @@ after a kill resumes from the newest complete one of the same fingerprint (svwhi
 
 import argparse
 import os
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -293,6 +294,9 @@ def main() -> None:
     processor.save_pretrained(args.out)
     if live is not None:
         live.end()
+    kept = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file()) / 1e6
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"train: peak RSS {peak_mb:.0f} MB; checkpoints kept in {run_dir}: {kept:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -144,3 +144,24 @@ def set_language_and_task(model: WhisperForConditionalGeneration, processor, lan
     model.generation_config.forced_decoder_ids = None
     model.config.forced_decoder_ids = None
     processor.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
+
+
+POSITIONS_PER_SECOND = 50  # encoder positions: 100 log-mel frames a second, halved by the second conv
+
+
+def set_audio_window(model: WhisperForConditionalGeneration, processor: WhisperProcessor, seconds: int) -> None:
+    """Cut the encoder to the first `seconds` of its window: its positional embeddings, `max_source_positions`
+    and the feature extractor's window agree afterwards. A pretrained Whisper keeps what it learnt for those
+    positions; the rest of its table is dropped (self-attention costs fall with the square of the window)."""
+    positions = seconds * POSITIONS_PER_SECOND
+    table = model.model.encoder.embed_positions
+    if positions > table.num_embeddings:
+        raise ValueError(f"a {seconds} s window needs {positions} encoder positions; the model has {table.num_embeddings}")
+    if positions < table.num_embeddings:
+        cut = torch.nn.Embedding(positions, table.embedding_dim)
+        cut.weight.data.copy_(table.weight.data[:positions])
+        cut.requires_grad_(table.weight.requires_grad)
+        model.model.encoder.embed_positions = cut
+        model.config.max_source_positions = positions
+    extractor = processor.feature_extractor
+    processor.feature_extractor = local_feature_extractor(seconds, extractor.feature_size)

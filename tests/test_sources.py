@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import SAMPLE, copy_repo, new_repo, run, sample_rows
+from conftest import SAMPLE, SCRATCH_MODEL, copy_repo, new_repo, run, sample_rows
 from stages.prepare import PrepareParams
 from svwhisper.params import ParamsError, load_params
 from svwhisper.sources import BadRow, Clip, ManifestError, Source, iter_clips
@@ -193,6 +193,7 @@ def test_every_kind_of_source_runs_through_dvc_repro(tmp_path, monkeypatch):
                 "test": [{"kind": "manifest", "path": "data/sources/mine/test.tsv"}],
             },
         },
+        "model": SCRATCH_MODEL,  # the sources are under test, not the model
         "train": {"max_steps": 10, "warmup_steps": 2, "batch_size": 8, "eval_steps": 10, "save_steps": 10},
         "evaluate": {"batch_size": 8},
     }

@@ -44,7 +44,7 @@ class ModelParams:
         if not self.name.strip():
             raise ValueError(f"name must be scratch, {whisper_base.NAME}, a hub id or a local dir")
         if not 1 <= self.chunk_length_s <= 30:
-            raise ValueError(f"chunk_length_s must be 1..30 seconds (Whisper's window is 30), got {self.chunk_length_s}")
+            raise ValueError(f"chunk_length_s must be 1..30 s (Whisper's window is 30), got {self.chunk_length_s}")
         if self.task not in ("transcribe", "translate"):
             raise ValueError(f"task must be transcribe or translate, got {self.task!r}")
         if self.vocab_size <= 256:

@@ -27,7 +27,8 @@ names (`L` a layer index; every weight is (out, in), as in torch's Linear and Co
                                                   (alias decoder/projection/weight) is tied to it: proj_out
 
 A variable equal to one already written is stored as an alias of it (the tied projection, and in a
-fresh model the zero biases and unit LayerNorm scales); the reader resolves aliases. Scalars such as `decoder/num_heads` or `encoder/num_heads` describe the architecture.
+fresh model the zero biases and unit LayerNorm scales); the reader resolves aliases. Scalars such as
+`decoder/num_heads` or `encoder/num_heads` describe the architecture.
 """
 
 import re
@@ -206,6 +207,6 @@ def to_transformers(ct2: CT2Model, **token_ids) -> WhisperForConditionalGenerati
     missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [name for name in missing if name != "proj_out.weight"]  # tied to embed_tokens
     if missing or unexpected:
-        raise ValueError(f"model.bin does not fit WhisperForConditionalGeneration: missing {missing}, extra {unexpected}")
+        raise ValueError(f"model.bin does not fit transformers' Whisper: missing {missing}, extra {unexpected}")
     model.tie_weights()
     return model.eval()

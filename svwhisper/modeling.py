@@ -156,7 +156,9 @@ def set_audio_window(model: WhisperForConditionalGeneration, processor: WhisperP
     positions = seconds * POSITIONS_PER_SECOND
     table = model.model.encoder.embed_positions
     if positions > table.num_embeddings:
-        raise ValueError(f"a {seconds} s window needs {positions} encoder positions; the model has {table.num_embeddings}")
+        raise ValueError(
+            f"a {seconds} s window needs {positions} encoder positions; the model has {table.num_embeddings}"
+        )
     if positions < table.num_embeddings:
         cut = torch.nn.Embedding(positions, table.embedding_dim)
         cut.weight.data.copy_(table.weight.data[:positions])

@@ -17,6 +17,7 @@ from transformers import (
     WhisperProcessor,
     WhisperTokenizer,
 )
+from transformers.models.whisper.modeling_whisper import sinusoids
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from svwhisper.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE
@@ -150,20 +151,22 @@ POSITIONS_PER_SECOND = 50  # encoder positions: 100 log-mel frames a second, hal
 
 
 def set_audio_window(model: WhisperForConditionalGeneration, processor: WhisperProcessor, seconds: int) -> None:
-    """Cut the encoder to the first `seconds` of its window: its positional embeddings, `max_source_positions`
-    and the feature extractor's window agree afterwards. A pretrained Whisper keeps what it learnt for those
-    positions; the rest of its table is dropped (self-attention costs fall with the square of the window)."""
+    """Fit the encoder to a `seconds` window: its positional embeddings, `max_source_positions` and the feature
+    extractor's window agree afterwards (self-attention costs fall with the square of the window).
+
+    Cutting keeps the first positions, which are all a clip shorter than the window ever uses. Growing (a
+    model trained on a cut window, put back to Whisper's 30 s) keeps every position it has, fine-tuned or
+    not, and continues the table with Whisper's sinusoids, which is what a Whisper encoder starts from.
+    """
     positions = seconds * POSITIONS_PER_SECOND
     table = model.model.encoder.embed_positions
-    if positions > table.num_embeddings:
-        raise ValueError(
-            f"a {seconds} s window needs {positions} encoder positions; the model has {table.num_embeddings}"
-        )
-    if positions < table.num_embeddings:
-        cut = torch.nn.Embedding(positions, table.embedding_dim)
-        cut.weight.data.copy_(table.weight.data[:positions])
-        cut.requires_grad_(table.weight.requires_grad)
-        model.model.encoder.embed_positions = cut
+    if positions != table.num_embeddings:
+        resized = torch.nn.Embedding(positions, table.embedding_dim)
+        kept = min(positions, table.num_embeddings)
+        resized.weight.data[:kept] = table.weight.data[:kept]
+        if positions > kept:
+            resized.weight.data[kept:] = sinusoids(positions, table.embedding_dim)[kept:]
+        resized.weight.requires_grad_(table.weight.requires_grad)
+        model.model.encoder.embed_positions = resized
         model.config.max_source_positions = positions
-    extractor = processor.feature_extractor
-    processor.feature_extractor = local_feature_extractor(seconds, extractor.feature_size)
+    processor.feature_extractor = local_feature_extractor(seconds, processor.feature_extractor.feature_size)

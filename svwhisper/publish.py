@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from svwhisper import whisper_base
+
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 MODEL_FILES = (
     "model.safetensors",
@@ -84,6 +86,22 @@ def is_demo(sources: dict) -> bool:
     return all(str(s.get("path", "")).startswith(SAMPLE_CORPUS) for split in sources.values() for s in split)
 
 
+def base_model_of(name: str) -> tuple[str | None, str]:
+    """(the card's base_model id or None, the sentence that says where the starting weights came from)."""
+    if name == whisper_base.NAME:
+        return whisper_base.HUB_ID, (
+            f"Fine-tuned from `{whisper_base.HUB_ID}` (MIT), installed offline as {whisper_base.REVISION}: "
+            f"the CTranslate2 conversion, from the packages {', '.join(whisper_base.PACKAGES)}, whose files "
+            "matched Systran's published sha256 before they were converted back to transformers' format."
+        )
+    if name in ("", "scratch"):
+        return None, (
+            "Built and initialised locally (random init, tokenizer trained on the training text), not fine-tuned "
+            "from a pretrained checkpoint."
+        )
+    return name, f"Fine-tuned from `{name}`."
+
+
 def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str:
     """The model card (YAML metadata + Markdown) of `model_dir`, from the pipeline's files in `repo`."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -101,7 +119,7 @@ def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str
     sources = lock_params(lock, "prepare", "prepare")["sources"]
     hub_datasets, test_name = dataset_entries(sources)
     demo = is_demo(sources)
-    base_model = model.get("name") or None
+    base_model, origin_line = base_model_of(model.get("name", ""))
     wer, cer = round(100 * metrics["wer"], 2), round(100 * metrics["cer"], 2)
     results = [
         EvalResult(
@@ -119,12 +137,6 @@ def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str
     commit = git(repo, "rev-parse", "HEAD") or "unknown (not a git checkout)"
     origin = git(repo, "remote", "get-url", "origin")
     project = f"[svwhisper]({origin})" if origin.startswith("https://") else "svwhisper"
-    origin_line = (
-        f"Base model: `{base_model}`."
-        if base_model
-        else "Built and initialised locally (random init, tokenizer trained on the training text), not fine-tuned "
-        "from a pretrained checkpoint."
-    )
     dirty = " (with uncommitted changes)" if git(repo, "status", "--porcelain", "--untracked-files=no") else ""
     data = ModelCardData(
         language="sv",
@@ -150,8 +162,9 @@ def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str
         use = (
             "**This is a demo, not a usable Swedish recogniser.** It was trained on the small synthetic corpus "
             "shipped with svwhisper: espeak-ng reading CC0 sentences with a few voice variants. It shows that the "
-            "pipeline runs end to end; it has never heard a human voice and will not transcribe real speech "
-            "usefully. For a real model, run the same pipeline with the `whisper-small-cv` preset on Common Voice."
+            "pipeline runs end to end; its error rates hold for that synthetic speech only, and fine-tuning on it "
+            "teaches nothing about human voices. For a real model, run the same pipeline with the "
+            "`whisper-small-cv` preset on Common Voice."
         )
     else:
         use = (

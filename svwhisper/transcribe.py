@@ -19,6 +19,15 @@ from svwhisper.audio import SAMPLE_RATE, load_audio
 from svwhisper.longform import Segment, segments_of, speech_chunks, to_srt, to_vtt
 
 BACKENDS = ("transformers", "ctranslate2")
+# A chunk never holds more speech than its window: 15 tokens a second is about twice the fastest speech
+# (the sample corpus peaks at 8, fast conversational Swedish at about 10), so real text is never cut,
+# while a decoder caught in a repetition loop stops after 60 tokens of a 4 s window instead of 444.
+MAX_TOKENS_PER_SECOND = 15
+
+
+def token_cap(window_s: float, decoder_positions: int, prompt_tokens: int) -> int:
+    """New tokens allowed for one chunk of a `window_s` window, within the decoder's positions."""
+    return min(decoder_positions - prompt_tokens, int(window_s * MAX_TOKENS_PER_SECOND))
 
 
 class TransformersBackend:
@@ -28,7 +37,8 @@ class TransformersBackend:
         from svwhisper.decode import PROMPT_TOKENS, load_model
 
         self.model, self.processor = load_model(model_dir)
-        self.max_new_tokens = self.model.config.max_target_positions - PROMPT_TOKENS
+        window = self.processor.feature_extractor.chunk_length
+        self.max_new_tokens = token_cap(window, self.model.config.max_target_positions, PROMPT_TOKENS)
 
     def __call__(self, clips: list[np.ndarray]) -> list[str]:
         from svwhisper.decode import generate_text
@@ -59,7 +69,8 @@ class CTranslate2Backend:
         language = generation.language if generation.language.startswith("<|") else f"<|{generation.language}|>"
         prompt = ["<|startoftranscript|>", language, f"<|{generation.task}|>", "<|notimestamps|>"]
         self.prompt = self.processor.tokenizer.convert_tokens_to_ids(prompt)
-        self.max_length = generation.max_length - len(self.prompt)  # the decoder positions left after the prompt
+        window = self.processor.feature_extractor.chunk_length
+        self.max_length = token_cap(window, generation.max_length, len(self.prompt))
 
     def __call__(self, clips: list[np.ndarray]) -> list[str]:
         import ctranslate2

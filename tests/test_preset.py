@@ -10,7 +10,7 @@ from test_params import BLOCKS
 from conftest import REPO
 from svwhisper.params import load_params
 from svwhisper.preset import PRESETS, flow, load_preset, overrides
-from svwhisper.study import STEPS, VARIANTS, queue_commands
+from svwhisper.study import STEPS, VARIANTS, overrides_of, queue_commands
 
 
 def test_overrides_flatten_blocks_and_keep_lists_whole():
@@ -50,12 +50,19 @@ def test_every_study_variant_sets_what_it_names_and_loads_in_every_block(tmp_pat
     shutil.copy(REPO / "params.yaml", params)
     cmd = next(c for c in queue_commands() if name in c)
     sets = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-S"]
-    assert sets[0] == f"train.max_steps={STEPS}" and sets[1:] == VARIANTS[name]
+    assert f"train.max_steps={STEPS}" in sets and "model.name=scratch" in sets
+    assert set(VARIANTS[name]) <= set(sets) and len(sets) == len({s.split("=")[0] for s in sets})
     apply_overrides(params, sets)
     typed = {block: load_params(cls, block, params) for block, cls in BLOCKS.items()}
-    default = {block: load_params(cls, block, REPO / "params.yaml") for block, cls in BLOCKS.items()}
+    baseline = tmp_path / "baseline.yaml"
+    shutil.copy(REPO / "params.yaml", baseline)
+    apply_overrides(baseline, overrides_of("study-baseline"))
+    recipe = {block: load_params(cls, block, baseline) for block, cls in BLOCKS.items()}
     for override in sets:
         key, value = override.split("=")
         block, field = key.split(".")
-        assert getattr(typed[block], field) == yaml.safe_load(value.replace("1e-3", "0.001")), override
-        assert getattr(typed[block], field) != getattr(default[block], field), f"{override} changes nothing"
+        expected = yaml.safe_load(value.replace("1e-3", "0.001").replace("3e-3", "0.003"))
+        assert getattr(typed[block], field) == expected, override
+    for override in VARIANTS[name]:  # each variant changes something of the scratch recipe
+        block, field = override.split("=")[0].split(".")
+        assert getattr(typed[block], field) != getattr(recipe[block], field), f"{override} changes nothing"

@@ -135,8 +135,11 @@ def test_a_shorter_window_keeps_the_first_positions_and_agrees_with_the_feature_
     assert np.asarray(features).shape == (1, 80, 400)
     with torch.inference_mode():
         assert small.model.encoder(torch.as_tensor(np.asarray(features))).last_hidden_state.shape == (1, 200, 512)
-    with pytest.raises(ValueError, match="needs 2000 encoder positions; the model has 200"):
-        set_audio_window(small, small_processor, 40)
+    # and back to 30 s: the 200 positions kept, the rest Whisper's own sinusoids (the packaged table, up to float16)
+    set_audio_window(small, small_processor, 30)
+    grown = small.model.encoder.embed_positions.weight
+    assert small.config.max_source_positions == 1500 and small_processor.feature_extractor.nb_max_frames == 3000
+    assert torch.equal(grown[:200], table[:200]) and (grown - table).abs().max() < 1e-3
 
 
 @pytest.mark.slow

@@ -70,7 +70,9 @@ class CTranslate2Backend:
         prompt = ["<|startoftranscript|>", language, f"<|{generation.task}|>", "<|notimestamps|>"]
         self.prompt = self.processor.tokenizer.convert_tokens_to_ids(prompt)
         window = self.processor.feature_extractor.chunk_length
-        self.max_length = token_cap(window, generation.max_length, len(self.prompt))
+        # CTranslate2's Whisper samples at most max_length / 2 new tokens (openai/whisper's sample_len), so the
+        # same cap as the transformers backend is twice that, within the decoder's positions
+        self.max_length = min(2 * token_cap(window, generation.max_length, len(self.prompt)), generation.max_length)
 
     def __call__(self, clips: list[np.ndarray]) -> list[str]:
         import ctranslate2

@@ -144,7 +144,8 @@ def test_a_shorter_window_keeps_the_first_positions_and_agrees_with_the_feature_
 
 @pytest.mark.slow
 def test_the_converted_model_and_ctranslate2_on_the_original_file_agree(base, tmp_path):
-    """Encoder outputs within 2e-3 and the same greedy transcripts on 50 test clips.
+    """Encoder outputs within 2e-3 and the same greedy tokens on 50 test clips (measured: all 50; 48 required,
+    as a near-tie between two tokens may go either way on another CPU).
 
     Both run float32 from the same float16 weights (exactly representable in float32), so they differ
     only in summation order and kernels: measured at most 6.4e-4 over 4 clips whose encoder outputs
@@ -186,14 +187,15 @@ def test_the_converted_model_and_ctranslate2_on_the_original_file_agree(base, tm
             torch.from_numpy(features), decoder_input_ids=torch.tensor([prompt] * len(audio)),
             max_new_tokens=cap, do_sample=False,
         )  # fmt: skip
-    ours = [[t for t in row[len(prompt) :].tolist() if t != 50257] for row in generated]
+    eot = cut_processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")  # every special token's id is >= eot
+    ours = [[t for t in row.tolist() if t < eot] for row in generated]
     results = original.generate(
         ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), [prompt] * len(audio),
-        max_length=cap + len(prompt), beam_size=1,
+        max_length=2 * cap, beam_size=1,  # CTranslate2's Whisper samples at most max_length / 2 tokens, as openai/whisper
     )  # fmt: skip
     theirs = [r.sequences_ids[0] for r in results]
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         # a looping clip may hit the token cap one token apart: then the shorter is a prefix of the longer
         capped = max(len(a), len(b)) >= cap - 1 and (a[: len(b)] == b or b[: len(a)] == a)
         assert a == b or capped, (rows["sentence"][i], processor.tokenizer.decode(a), processor.tokenizer.decode(b))
-    assert sum(a == b for a, b in zip(ours, theirs, strict=True)) >= 45
+    assert sum(a == b for a, b in zip(ours, theirs, strict=True)) >= 48

@@ -70,11 +70,22 @@ def local_feature_extractor(chunk_length_s: int, num_mel_bins: int) -> WhisperFe
     )
 
 
-def generation_config_for(tokenizer: WhisperTokenizer, max_length: int) -> GenerationConfig:
-    """A Whisper generation config for a locally built tokenizer (what openai/whisper-* ship)."""
+def generation_config_for(
+    tokenizer: WhisperTokenizer, max_length: int, language_tokens: list[str] = LANGUAGE_TOKENS, **pretrained
+) -> GenerationConfig:
+    """A Whisper generation config for `tokenizer` (what openai/whisper-* ship).
+
+    `pretrained` carries what a pretrained model's own files say (alignment_heads, suppress_tokens,
+    begin_suppress_tokens, ...); a locally built model suppresses nothing but a leading space or end.
+    """
     ids = tokenizer.convert_tokens_to_ids
     eot = ids("<|endoftext|>")
     space = tokenizer(" ", add_special_tokens=False).input_ids
+    settings = {
+        "begin_suppress_tokens": [*space, eot],  # as Whisper: never start with a space or end at once
+        "suppress_tokens": [],
+        **pretrained,
+    }
     return GenerationConfig(
         decoder_start_token_id=ids("<|startoftranscript|>"),
         bos_token_id=eot,
@@ -82,12 +93,11 @@ def generation_config_for(tokenizer: WhisperTokenizer, max_length: int) -> Gener
         pad_token_id=eot,
         max_length=max_length,
         is_multilingual=True,
-        lang_to_id={t: ids(t) for t in LANGUAGE_TOKENS},
+        lang_to_id={t: ids(t) for t in language_tokens},
         task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
         no_timestamps_token_id=ids("<|notimestamps|>"),
         prev_sot_token_id=ids("<|startofprev|>"),
-        begin_suppress_tokens=[*space, eot],  # as Whisper: never start with a space or end at once
-        suppress_tokens=[],
+        **settings,
     )
 
 

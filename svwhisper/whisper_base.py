@@ -19,7 +19,7 @@ from tokenizers import AddedToken, Tokenizer
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
 
 from svwhisper.ct2_whisper import read_model_bin, to_transformers
-from svwhisper.modeling import local_feature_extractor
+from svwhisper.modeling import generation_config_for, local_feature_extractor
 
 NAME = "packaged:openai/whisper-base"  # the model.name that selects this source
 HUB_ID = "openai/whisper-base"  # what it is a copy of (the model card's base_model)
@@ -106,19 +106,10 @@ def build_tokenizer(tokenizer_json: Path, vocabulary: list[str]) -> WhisperToken
 
 def build_generation_config(ct2_config: dict, tokenizer: WhisperTokenizer) -> GenerationConfig:
     """openai/whisper-base's generation config, from CTranslate2's config.json and the tokenizer."""
-    ids = tokenizer.convert_tokens_to_ids
-    eot = ids("<|endoftext|>")
-    return GenerationConfig(
-        decoder_start_token_id=ids("<|startoftranscript|>"),
-        bos_token_id=eot,
-        eos_token_id=eot,
-        pad_token_id=eot,
-        max_length=MAX_TARGET_TOKENS,
-        is_multilingual=True,
-        lang_to_id={tokenizer.convert_ids_to_tokens(i): i for i in ct2_config["lang_ids"]},
-        task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
-        no_timestamps_token_id=ids("<|notimestamps|>"),
-        prev_sot_token_id=ids("<|startofprev|>"),
+    return generation_config_for(
+        tokenizer,
+        MAX_TARGET_TOKENS,
+        language_tokens=tokenizer.convert_ids_to_tokens(ct2_config["lang_ids"]),
         alignment_heads=[list(pair) for pair in ct2_config["alignment_heads"]],
         suppress_tokens=list(ct2_config["suppress_ids"]),
         begin_suppress_tokens=list(ct2_config["suppress_ids_begin"]),

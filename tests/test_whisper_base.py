@@ -189,9 +189,10 @@ def test_the_converted_model_and_ctranslate2_on_the_original_file_agree(base, tm
         )  # fmt: skip
     eot = cut_processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")  # every special token's id is >= eot
     ours = [[t for t in row.tolist() if t < eot] for row in generated]
+    # CTranslate2's Whisper samples at most max_length / 2 new tokens (openai/whisper's sample_len)
     results = original.generate(
         ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), [prompt] * len(audio),
-        max_length=2 * cap, beam_size=1,  # CTranslate2's Whisper samples at most max_length / 2 tokens, as openai/whisper
+        max_length=2 * cap, beam_size=1,
     )  # fmt: skip
     theirs = [r.sequences_ids[0] for r in results]
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):

@@ -69,32 +69,30 @@ def package_file(module: str, name: str, data_dir=None) -> Path:
     return path
 
 
-def verified_files(data_dir=None) -> dict[str, list[Path]]:
-    """{file name: its part paths} after checking each file's sha256 against Systran's; raises before anything else.
+def verified_files(data_dir=None) -> dict[str, bytes]:
+    """{file name: its bytes (the parts joined)} once each file's sha256 matches Systran's; raises before anything
+    else. The bytes hashed are the bytes returned: nothing is read twice, or changed between check and use.
 
     `data_dir` (tests) takes every part from one folder instead of the installed packages.
     """
     found = {}
     for name, (*parts, expected) in FILES.items():
         paths = [package_file(module, part, data_dir) for module, part in parts]
-        digest = hashlib.sha256()
-        for path in paths:
-            with path.open("rb") as f:
-                while block := f.read(1 << 22):
-                    digest.update(block)
-        if digest.hexdigest() != expected:
+        content = b"".join(path.read_bytes() for path in paths)
+        digest = hashlib.sha256(content).hexdigest()
+        if digest != expected:
             shown = " + ".join(str(p) for p in paths)
             raise VerificationError(
-                f"{NAME}: {name} ({shown}) has sha256 {digest.hexdigest()}, Systran published {expected}: "
+                f"{NAME}: {name} ({shown}) has sha256 {digest}, Systran published {expected}: "
                 f"the file is damaged or not the released one; reinstall with {INSTALL}"
             )
-        found[name] = paths
+        found[name] = content
     return found
 
 
-def build_tokenizer(tokenizer_json: Path, vocabulary: list[str]) -> WhisperTokenizer:
+def build_tokenizer(tokenizer_json: str, vocabulary: list[str]) -> WhisperTokenizer:
     """openai/whisper-base's tokenizer, with the timestamp tokens that end `vocabulary` added (as the model has)."""
-    tokenizer = WhisperTokenizer(tokenizer_object=Tokenizer.from_file(str(tokenizer_json)), pad_token="<|endoftext|>")
+    tokenizer = WhisperTokenizer(tokenizer_object=Tokenizer.from_str(tokenizer_json), pad_token="<|endoftext|>")
     timestamps = vocabulary[len(tokenizer) :]
     if not all(t.startswith("<|") and t.endswith("|>") for t in timestamps):
         raise VerificationError(f"{NAME}: vocabulary.txt does not continue the tokenizer with timestamp tokens")
@@ -121,14 +119,13 @@ def build_generation_config(ct2_config: dict, tokenizer: WhisperTokenizer) -> Ge
 def load_whisper_base(data_dir=None) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
     """The verified packaged Whisper base as (float32 model, processor), with its 30 s window as released."""
     files = verified_files(data_dir)
-    model_bin = b"".join(path.read_bytes() for path in files["model.bin"])  # the rebuilt model.bin
-    ct2_config = json.loads(files["config.json"][0].read_text(encoding="utf-8"))
-    vocabulary = files["vocabulary.txt"][0].read_text(encoding="utf-8").splitlines()
-    tokenizer = build_tokenizer(files["tokenizer.json"][0], vocabulary)
+    ct2_config = json.loads(files["config.json"])
+    vocabulary = files["vocabulary.txt"].decode("utf-8").splitlines()
+    tokenizer = build_tokenizer(files["tokenizer.json"].decode("utf-8"), vocabulary)
     ids = tokenizer.convert_tokens_to_ids
     eot = ids("<|endoftext|>")
     model = to_transformers(
-        read_model_bin(model_bin),
+        read_model_bin(files["model.bin"]),  # the two parts joined: Systran's model.bin
         pad_token_id=eot,
         bos_token_id=eot,
         eos_token_id=eot,

@@ -1,5 +1,6 @@
 """The packaged Whisper base: verification before anything else, and a conversion that CTranslate2 agrees with."""
 
+import copy
 import json
 import shutil
 import sys
@@ -21,6 +22,13 @@ def packaged_parts(dest):
         for module, name in parts:
             (dest / name).symlink_to(whisper_base.package_file(module, name))
     return dest
+
+
+def windowed(base, seconds: int):
+    """A copy of the released model and its processor, fitted to a `seconds` window; `base` stays as it is."""
+    model, processor = copy.deepcopy(base)
+    set_audio_window(model, processor, seconds)
+    return model, processor
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +129,8 @@ def test_the_converted_model_is_a_complete_whisper_base(base, tmp_path):
 
 
 def test_a_shorter_window_keeps_the_first_positions_and_agrees_with_the_feature_extractor(base):
-    from transformers import WhisperForConditionalGeneration
-
     model, processor = base
-    small = WhisperForConditionalGeneration(model.config)
-    small.load_state_dict(model.state_dict())
-    small_processor = type(processor)(feature_extractor=processor.feature_extractor, tokenizer=processor.tokenizer)
-    set_audio_window(small, small_processor, 4)
+    small, small_processor = windowed(base, 4)
     assert small.config.max_source_positions == 200 and small_processor.feature_extractor.nb_max_frames == 400
     table = model.model.encoder.embed_positions.weight
     assert torch.equal(small.model.encoder.embed_positions.weight, table[:200])
@@ -156,12 +159,8 @@ def test_the_converted_model_and_ctranslate2_on_the_original_file_agree(base, tm
 
     from svwhisper.audio import load_audio
 
-    files = whisper_base.verified_files()
-    with (tmp_path / "model.bin").open("wb") as out:
-        for part in files["model.bin"]:
-            out.write(part.read_bytes())
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copy(files[name][0], tmp_path / name)
+    for name, content in whisper_base.verified_files().items():
+        (tmp_path / name).write_bytes(content)
     original = ctranslate2.models.Whisper(str(tmp_path), device="cpu", compute_type="float32", intra_threads=2)
     model, processor = base
 
@@ -175,8 +174,7 @@ def test_the_converted_model_and_ctranslate2_on_the_original_file_agree(base, tm
 
     # greedy decoding over the first 4 s (what the default trains on): the original file with 400 frames
     # uses its first 200 positions, as the cut model does
-    cut_model, cut_processor = whisper_base.load_whisper_base()
-    set_audio_window(cut_model, cut_processor, 4)
+    cut_model, cut_processor = windowed(base, 4)
     features = cut_processor.feature_extractor(audio, sampling_rate=16000, return_tensors="np").input_features
     prompt = cut_processor.tokenizer.convert_tokens_to_ids(
         ["<|startoftranscript|>", "<|sv|>", "<|transcribe|>", "<|notimestamps|>"]

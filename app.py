@@ -9,17 +9,19 @@
 """
 
 import argparse
+import atexit
 import dataclasses
 import functools
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from svwhisper.audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
+from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_mono_16k
 from svwhisper.longform import Segment, to_srt, to_vtt
-from svwhisper.params import Paths, load_params
+from svwhisper.params import ParamsRangeError, Paths, at_least, load_params, one_of, within
 from svwhisper.transcribe import BACKENDS, default_model_dir, load_backend, missing_model, transcribe_samples
 
 SILENCE_PEAK = 1e-3  # peak amplitude below which a recording is treated as silence
@@ -35,10 +37,14 @@ class AppParams:
     batch_size: int = 8
 
     def check(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if min(self.max_duration_s, self.max_file_mb, self.batch_size) <= 0:
-            raise ValueError("max_duration_s, max_file_mb and batch_size must be > 0")
+        one_of(self, "backend", BACKENDS)
+        for key in ("max_duration_s", "max_file_mb"):
+            if not getattr(self, key) > 0:
+                raise ParamsRangeError(key, f"must be > 0, got {getattr(self, key)}")
+        at_least(self, 1, "batch_size")
+        within(self, 1, 65535, "port")
+        if not self.host.strip():
+            raise ParamsRangeError("host", "must be an address, e.g. 127.0.0.1")
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,13 @@ def to_samples(audio, params: AppParams) -> np.ndarray:
             raise AudioError(
                 f"{path.name}: {size_mb:.0f} MB is more than the {params.max_file_mb:.0f} MB this page takes"
             )
-        samples = load_audio(path)
+        try:
+            samples = load_audio(path, max_duration_s=params.max_duration_s)
+        except AudioTooLong as err:
+            over = spoken_length(err.duration_s) if err.duration_s is not None else f"over {spoken_length(err.limit_s)}"
+            raise AudioError(
+                f"the recording is {over} long; this page takes up to {spoken_length(params.max_duration_s)}"
+            ) from None
     if len(samples) / SAMPLE_RATE > params.max_duration_s:
         length, limit = spoken_length(len(samples) / SAMPLE_RATE), spoken_length(params.max_duration_s)
         raise AudioError(f"the recording is {length} long; this page takes up to {limit}")
@@ -94,7 +106,7 @@ def transcribe(audio, model_dir: str | None = None, params: AppParams | None = N
         samples = to_samples(audio, params)
     except AudioError as err:
         return Result(message=str(err))
-    if np.abs(samples).max() < SILENCE_PEAK:
+    if max(samples.max(), -samples.min()) < SILENCE_PEAK:  # no |samples| copy: a 3 h recording is 690 MB
         return Result(message="the recording is silent")
     if missing_model(model_dir, params.backend):
         return Result(message=missing_model(model_dir, params.backend))
@@ -116,18 +128,48 @@ def page_outputs(result: Result, out_dir: Path) -> tuple[str, list[list], str | 
     return result.text, rows, str(out_dir / "transcript.srt"), str(out_dir / "transcript.vtt")
 
 
+class OutputDirs:
+    """One temp dir per request for its subtitle files, under one root; each new request removes the ones before.
+
+    Gradio copies a result's files into its own cache before the next request starts (one at a time),
+    so the earlier dirs are no longer needed; `close` removes the root (at exit).
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="svwhisper-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+
+    def new(self) -> Path:
+        for old in self.root.iterdir():
+            shutil.rmtree(old, ignore_errors=True)
+        self.count += 1
+        path = self.root / f"request-{self.count}"
+        path.mkdir()
+        return path
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+CACHE_CLEANUP = (600, 3600)  # Gradio deletes its cached uploads and results older than 1 h, checking every 10 min
+
+
 def build_demo(model_dir: str, params: AppParams):
     """The page; one request at a time on the one loaded model, up to 16 waiting."""
     import gradio as gr
+
+    outputs = OutputDirs()
+    atexit.register(outputs.close)
 
     def handle(audio, progress=gr.Progress()):  # noqa: B008 (Gradio injects the tracker through this default)
         def report(done: int, total: int) -> None:
             progress(done / total, desc=f"{done} of {total} chunks")
 
         result = transcribe(audio, model_dir, params, report)
-        return page_outputs(result, Path(tempfile.mkdtemp(prefix="svwhisper-")))
+        return page_outputs(result, outputs.new())
 
-    with gr.Blocks(title="svwhisper: Swedish speech recognition") as demo:
+    with gr.Blocks(title="svwhisper: Swedish speech recognition", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(
             f"# svwhisper\nSwedish speech to text with `{model_dir}` ({params.backend}). Recordings of any length "
             f"up to {spoken_length(params.max_duration_s)}: wav, mp3, flac, ogg, m4a."

@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from svwhisper import whisper_base
+from svwhisper.files import atomic_dir
 from svwhisper.modeling import build_local, load_pretrained, set_audio_window, set_language_and_task
-from svwhisper.params import load_params
+from svwhisper.params import ParamsRangeError, at_least, load_params, one_of
 from svwhisper.text import TextParams, label_text
 
 
@@ -44,13 +45,16 @@ class ModelParams:
         if not self.name.strip():
             raise ValueError(f"name must be scratch, {whisper_base.NAME}, a hub id or a local dir")
         if not 1 <= self.chunk_length_s <= 30:
-            raise ValueError(f"chunk_length_s must be 1..30 s (Whisper's window is 30), got {self.chunk_length_s}")
-        if self.task not in ("transcribe", "translate"):
-            raise ValueError(f"task must be transcribe or translate, got {self.task!r}")
+            window = self.chunk_length_s
+            raise ParamsRangeError("chunk_length_s", f"must be 1..30 s (Whisper's window is 30), got {window}")
+        one_of(self, "task", ("transcribe", "translate"))
         if self.vocab_size <= 256:
-            raise ValueError("vocab_size must exceed the 256 byte tokens")
+            raise ParamsRangeError("vocab_size", f"must exceed the 256 byte tokens, got {self.vocab_size}")
+        at_least(self, 1, "num_mel_bins", "d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim")
+        at_least(self, 8, "max_target_positions")  # the prompt alone takes 4
+        at_least(self, 0, "seed")
         if self.d_model % self.attention_heads:
-            raise ValueError("d_model must be a multiple of attention_heads")
+            raise ParamsRangeError("d_model", f"({self.d_model}) must be a multiple of attention_heads")
 
 
 def main() -> None:
@@ -86,8 +90,9 @@ def main() -> None:
     if params.name != "scratch":
         set_audio_window(model, processor, params.chunk_length_s)
     set_language_and_task(model, processor, params.language, params.task)
-    model.save_pretrained(args.out)
-    processor.save_pretrained(args.out)
+    with atomic_dir(args.out) as partial:
+        model.save_pretrained(partial)
+        processor.save_pretrained(partial)
     n_params = sum(p.numel() for p in model.parameters())
     window = processor.feature_extractor.chunk_length
     print(f"base_model: {params.name}: {n_params / 1e6:.2f} M parameters, {window} s window -> {args.out}")

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
+from transformers import WhisperConfig
 
 from svwhisper.data import FeatureSplit, SpeechCollator
-from svwhisper.decode import generate_text, load_model
+from svwhisper.decode import PROMPT_TOKENS, generate_text, load_model
+from svwhisper.files import write_text_atomic
 from svwhisper.metrics import error_rates, word_errors
-from svwhisper.params import load_params
+from svwhisper.params import PARAMS_FILE, ParamsError, at_least, check_generation_fits, load_params
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,7 @@ class EvaluateParams:
     num_beams: int = 1
 
     def check(self) -> None:
-        if min(self.batch_size, self.max_new_tokens, self.num_beams) < 1:
-            raise ValueError("batch_size, max_new_tokens and num_beams must be >= 1")
+        at_least(self, 1, "batch_size", "max_new_tokens", "num_beams")
 
 
 def transcribe_split(model_dir: Path, split: FeatureSplit, params: EvaluateParams, name: str) -> list[str]:
@@ -55,6 +56,12 @@ def main() -> None:
     parser.add_argument("--predictions", type=Path, required=True)
     args = parser.parse_args()
     params = load_params(EvaluateParams, "evaluate")
+    positions = min(WhisperConfig.from_pretrained(m).max_target_positions for m in (args.model, args.base_model))
+    try:
+        tokens = params.max_new_tokens
+        check_generation_fits(PARAMS_FILE, "evaluate", "max_new_tokens", tokens, PROMPT_TOKENS, positions)
+    except ParamsError as err:
+        raise SystemExit(f"evaluate: {err}") from None
 
     test = FeatureSplit(args.features / "test")
     references = test.table["sentence"].to_list()
@@ -74,8 +81,7 @@ def main() -> None:
         "n_utterances": len(references),
         "hours": round(float(np.sum(test.table["duration_s"])) / 3600, 4),
     }
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(args.metrics, json.dumps(metrics, indent=2) + "\n")
     per_utterance = pd.DataFrame(
         {
             "id": test.table["id"],
@@ -84,8 +90,7 @@ def main() -> None:
             "errors": [word_errors(r, h) for r, h in zip(references, hypotheses, strict=True)],
         }
     )
-    args.predictions.parent.mkdir(parents=True, exist_ok=True)
-    per_utterance.to_csv(args.predictions, sep="\t", index=False)
+    write_text_atomic(args.predictions, per_utterance.to_csv(sep="\t", index=False))
     print("evaluate: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
 
 

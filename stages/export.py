@@ -4,11 +4,11 @@ python -m stages.export --model models/final --out models/ct2
 """
 
 import argparse
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from svwhisper.params import load_params
+from svwhisper.files import atomic_dir
+from svwhisper.params import load_params, one_of
 
 # the processor and generation files the CTranslate2 backend reads beside model.bin
 COPIED = ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
@@ -20,17 +20,16 @@ class ExportParams:
 
     def check(self) -> None:
         allowed = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
-        if self.quantization not in allowed:
-            raise ValueError(f"quantization must be one of {', '.join(allowed)}, got {self.quantization!r}")
+        one_of(self, "quantization", allowed)
 
 
 def export(model_dir: Path, out: Path, quantization: str) -> None:
     from ctranslate2.converters import TransformersConverter
 
     copied = [name for name in COPIED if (model_dir / name).is_file()]
-    if out.exists():
-        shutil.rmtree(out)
-    TransformersConverter(str(model_dir), copy_files=copied).convert(str(out), quantization=quantization)
+    with atomic_dir(out) as partial:  # the app never sees half an export
+        converter = TransformersConverter(str(model_dir), copy_files=copied)
+        converter.convert(str(partial), quantization=quantization, force=True)
 
 
 def main() -> None:

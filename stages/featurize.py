@@ -11,7 +11,6 @@ same inputs give byte-identical shards.
 """
 
 import argparse
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ from transformers import WhisperConfig, WhisperProcessor
 
 from svwhisper.audio import SAMPLE_RATE, load_audio
 from svwhisper.features import compact_log_mel
-from svwhisper.params import load_params
+from svwhisper.files import atomic_dir
+from svwhisper.params import at_least, load_params
 from svwhisper.text import TextParams, label_text
 
 SPLITS = ("train", "dev", "test")
@@ -36,8 +36,7 @@ class FeaturizeParams:
     num_proc: int = 2  # worker processes computing log-mel
 
     def check(self) -> None:
-        if self.shard_size < 1 or self.num_proc < 1:
-            raise ValueError("shard_size and num_proc must be >= 1")
+        at_least(self, 1, "shard_size", "num_proc")
 
 
 def _one_thread() -> None:
@@ -97,17 +96,16 @@ def featurize_shard(
 def featurize_split(
     prepared: Path, out_dir: Path, processor, params: FeaturizeParams, text: TextParams, max_label_len: int
 ) -> tuple[int, int]:
-    """One prepared Parquet file -> `out_dir/part-NNNNN.parquet` shards; returns (clips, shards)."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    """One prepared Parquet file -> `out_dir/part-NNNNN.parquet` shards, whole or not at all (written to a temp
+    dir beside it, then renamed); returns (clips, shards)."""
     pool = ProcessPoolExecutor(params.num_proc, initializer=_one_thread) if params.num_proc > 1 else None
     clips = shards = 0
     try:
-        for batch in pq.ParquetFile(prepared).iter_batches(batch_size=params.shard_size):
-            table = featurize_shard(batch.to_pandas(), processor, text, max_label_len, pool, params.num_proc)
-            table.to_parquet(out_dir / f"part-{shards:05d}.parquet", index=False, compression="zstd")
-            clips, shards = clips + len(table), shards + 1
+        with atomic_dir(out_dir) as partial:
+            for batch in pq.ParquetFile(prepared).iter_batches(batch_size=params.shard_size):
+                table = featurize_shard(batch.to_pandas(), processor, text, max_label_len, pool, params.num_proc)
+                table.to_parquet(partial / f"part-{shards:05d}.parquet", index=False, compression="zstd")
+                clips, shards = clips + len(table), shards + 1
     finally:
         if pool is not None:
             pool.shutdown()

@@ -22,7 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from svwhisper.audio import SAMPLE_RATE, AudioError, encode_flac, load_audio
+from svwhisper.audio import SAMPLE_RATE, AudioTooLong, encode_flac, load_audio
+from svwhisper.files import atomic_path, write_text_atomic
 from svwhisper.params import load_params
 from svwhisper.sources import BadRow, Clip, Source, iter_clips
 from svwhisper.text import normalize
@@ -32,12 +33,14 @@ MAX_LISTED = 20  # paths (or TSV lines) listed per drop reason in the report
 ROW_GROUP_SIZE = 256  # clips per Parquet row group of the prepared splits (about 15 MB of FLAC)
 DROP_REASONS = (  # every one appears in the report, with 0 where nothing was dropped
     "malformed_row",
+    "control_characters",
     "missing_transcript",
     "empty_sentence",
     "sentence_too_long",
     "down_votes",
     "duplicate_clip",
     "test_speaker",
+    "outside_data",
     "missing_clip",
     "undecodable_clip",
     "too_short",
@@ -97,10 +100,10 @@ class PrepareParams:
 
 
 class DropLog:
-    """Counts dropped clips by reason and keeps the first few examples of each."""
+    """Counts the rows read and the dropped clips by reason, and keeps the first few examples of each reason."""
 
     def __init__(self):
-        self.counts, self.examples = Counter(dict.fromkeys(DROP_REASONS, 0)), {}
+        self.counts, self.examples, self.rows = Counter(dict.fromkeys(DROP_REASONS, 0)), {}, 0
 
     def add(self, reason: str, where: str) -> None:
         self.counts[reason] += 1
@@ -127,11 +130,13 @@ def decode_clip(clip: Path | bytes, sentence: str, params: PrepareParams) -> tup
 
     The characters-per-second bounds also catch truncated files, which decode without error.
     """
-    if isinstance(clip, Path) and not clip.exists():
+    if isinstance(clip, Path) and not clip.is_file():
         return None, 0.0, "missing_clip"
     try:
-        samples = load_audio(clip)
-    except AudioError:
+        samples = load_audio(clip, max_duration_s=params.max_duration_s)  # a long file is refused undecoded
+    except AudioTooLong as err:
+        return None, err.duration_s or params.max_duration_s, "too_long"
+    except Exception:  # noqa: BLE001 (AudioError, or anything a corrupt file makes a decoder raise: count, go on)
         return None, 0.0, "undecodable_clip"
     duration = len(samples) / SAMPLE_RATE
     if duration < params.min_duration_s:
@@ -143,15 +148,43 @@ def decode_clip(clip: Path | bytes, sentence: str, params: PrepareParams) -> tup
     return encode_flac(samples), duration, ""
 
 
+def allowed_roots(source: Source, params: PrepareParams) -> list[Path]:
+    """Where the audio files of `source` may lie: inside local_data; for a hub dataset also the datasets cache."""
+    roots = [Path(params.local_data).resolve()]
+    if source.kind == "hf":
+        from datasets.config import HF_DATASETS_CACHE
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        roots += [Path(HF_DATASETS_CACHE).resolve(), Path(HF_HUB_CACHE).resolve()]
+    return roots
+
+
+def outside(clip: Clip, roots: list[Path]) -> bool:
+    """Whether the clip's file, with `..` and symlinks resolved, lies outside every one of `roots`."""
+    if not isinstance(clip.audio, Path):
+        return False
+    resolved = clip.audio.resolve()
+    return not any(resolved.is_relative_to(root) for root in roots)
+
+
 def candidates(
     sources: Iterable[Source], params: PrepareParams, log: DropLog, excluded_speakers: frozenset[str]
 ) -> Iterator[Clip]:
-    """Clips of all `sources` that pass the row rules (each id once), logging the others."""
+    """Clips of all `sources` that pass the row rules (each id once), logging the others.
+
+    A clip whose file resolves outside local_data (`..`, an absolute path, a symlink pointing out) is
+    never read: dropped as outside_data.
+    """
     seen: set[str] = set()
     for source in sources:
+        roots = allowed_roots(source, params)
         for item in iter_clips(source):
+            log.rows += 1
             if isinstance(item, BadRow):
-                log.add(item.reason, item.where)
+                log.add(item.reason, f"{item.where} ({item.reason_text})" if item.reason_text else item.where)
+                continue
+            if outside(item, roots):
+                log.add("outside_data", item.where)
                 continue
             reason = row_problem(item, params, excluded_speakers) or ("duplicate_clip" if item.id in seen else "")
             if reason:
@@ -173,9 +206,9 @@ def prepare_split(
     clips = candidates(sources, params, log, excluded_speakers)
     if params.max_clips_per_split:
         clips = islice(clips, params.max_clips_per_split)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with (
-        pq.ParquetWriter(out, SCHEMA) as writer,
+        atomic_path(out) as partial,  # out appears whole or not at all
+        pq.ParquetWriter(partial, SCHEMA) as writer,
         ThreadPoolExecutor(max_workers=2) as pool,  # libsndfile and soxr release the GIL
     ):
         while chunk := list(islice(clips, ROW_GROUP_SIZE)):
@@ -195,6 +228,7 @@ def prepare_split(
             writer.write_table(_table(buffer))
     meta = pd.DataFrame(kept, columns=["id", "client_id", "sentence", "duration_s"])
     report = {
+        "rows": log.rows,  # rows read from the sources: kept + every dropped count
         "kept": len(meta),
         "dropped": dict(log.counts),
         "dropped_examples": log.examples,
@@ -247,8 +281,7 @@ def main() -> None:
     report["sources"] = {split: report["sources"][split] for split in SPLITS}
     report["splits"] = {split: report["splits"][split] for split in SPLITS}
     report["overlap"] = overlaps(tables)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomic(args.report, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """train: fine-tune the base model with Seq2SeqTrainer; the best checkpoint by dev WER is the final model.
 
-Checkpoints go to `<checkpoints>/<fingerprint of params and inputs>/` every `save_steps`; a rerun
-after a kill resumes from the newest complete one of the same fingerprint (svwhisper.checkpoints).
+Checkpoints go to `<checkpoints>/<fingerprint of params, inputs, code and libraries>/` every `save_steps`;
+a rerun after a kill resumes from the newest complete one of the same fingerprint, here or, when this
+machine has none as new, on the remote (svwhisper.checkpoints, svwhisper.remote).
 
     python -m stages.train --base-model models/base --features data/features \
         --checkpoints checkpoints --dvclive dvclive --out models/final
@@ -9,6 +10,7 @@ after a kill resumes from the newest complete one of the same fingerprint (svwhi
 
 import argparse
 import os
+import re
 import resource
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +19,31 @@ import numpy as np
 import torch
 from dvclive import Live
 from transformers import (
+    SchedulerType,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
+    WhisperConfig,
     WhisperForConditionalGeneration,
     WhisperProcessor,
     set_seed,
 )
 from transformers.integrations import DVCLiveCallback
 
-from svwhisper.checkpoints import MarkComplete, fingerprint, resumable, start_or_resume
+from svwhisper.checkpoints import MarkComplete, resumable, run_fingerprint, start_or_resume
 from svwhisper.data import FeatureSplit, SpeechCollator
+from svwhisper.files import atomic_dir
 from svwhisper.metrics import error_rates
-from svwhisper.params import load_params
-from svwhisper.remote import CheckpointMirror, RemoteParams
+from svwhisper.params import (
+    PARAMS_FILE,
+    ParamsError,
+    ParamsRangeError,
+    at_least,
+    check_generation_fits,
+    load_params,
+    one_of,
+    within,
+)
+from svwhisper.remote import CheckpointMirror, RemoteParams, fetch_run_from_remote
 from svwhisper.training import (
     add_lora,
     freeze_encoder,
@@ -39,6 +53,9 @@ from svwhisper.training import (
     resolve_precision,
     trainable_fraction,
 )
+
+# the launchers the train stage's command may start with, options only: no shell syntax reaches dvc.yaml's cmd
+LAUNCHER = re.compile(r"(python3?|torchrun|accelerate launch)( --[a-z][a-z0-9_-]*([= ][A-Za-z0-9_.:/-]+)?)*")
 
 
 @dataclass(frozen=True)
@@ -72,20 +89,23 @@ class TrainParams:
     seed: int = 42
 
     def check(self) -> None:
-        if self.learning_rate <= 0:
-            raise ValueError("learning_rate must be > 0")
-        if not 0.0 <= self.ctc_weight < 1.0:
-            raise ValueError("ctc_weight must be in [0, 1)")
-        steps = (self.max_steps, self.batch_size, self.eval_steps, self.save_steps, self.logging_steps)
-        if min(*steps, self.gradient_accumulation_steps) < 1:
-            raise ValueError(
-                "max_steps, batch_size, eval_steps, save_steps, logging_steps and gradient_accumulation_steps "
-                "must be >= 1"
+        if not self.learning_rate > 0:
+            raise ParamsRangeError("learning_rate", f"must be > 0, got {self.learning_rate}")
+        within(self, 0.0, 1.0, "ctc_weight", "dropout", "lora_dropout", high_open=True)
+        within(self, 0.0, 1.0, "mask_time_prob", "mask_feature_prob")
+        at_least(self, 1, "max_steps", "batch_size", "eval_steps", "save_steps", "logging_steps")
+        at_least(self, 1, "gradient_accumulation_steps", "eval_batch_size", "generation_max_length")
+        at_least(self, 0, "warmup_steps", "weight_decay", "eval_max_samples", "lora_rank", "seed")
+        if not self.lora_alpha > 0:
+            raise ParamsRangeError("lora_alpha", f"must be > 0, got {self.lora_alpha}")
+        one_of(self, "precision", ("auto", "fp32", "fp16", "bf16"))
+        one_of(self, "lr_scheduler", [s.value for s in SchedulerType])
+        if not LAUNCHER.fullmatch(self.launcher):
+            raise ParamsRangeError(
+                "launcher",
+                f"must be python, torchrun or accelerate launch followed by --options only (it becomes part of a "
+                f"shell command), got {self.launcher!r}",
             )
-        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
-        if self.eval_max_samples < 0 or self.lora_rank < 0:
-            raise ValueError("eval_max_samples (0 = all) and lora_rank (0 = off) must be >= 0")
         if self.lora_rank and (self.freeze_encoder or self.ctc_weight):
             # LoRA already freezes every base weight; these flags belong to full fine-tuning
             raise ValueError("lora_rank > 0 trains adapters only: set freeze_encoder: false and ctc_weight: 0")
@@ -248,13 +268,22 @@ def main() -> None:
     set_seed(params.seed)  # before anything draws random numbers (the CTC head's init): reruns are repeatable
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun/accelerate, one process logs and saves
 
+    positions = WhisperConfig.from_pretrained(args.base_model).max_target_positions
+    try:  # generation_max_length counts the prompt: it must fit the decoder, or the first evaluation fails
+        check_generation_fits(PARAMS_FILE, "train", "generation_max_length", params.generation_max_length, 0, positions)
+    except ParamsError as err:
+        raise SystemExit(f"train: {err}") from None
     processor = WhisperProcessor.from_pretrained(args.base_model)
     eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model = build_model(params, args.base_model, eot)
-    digest = fingerprint(params, [args.base_model, args.features])
+    digest = run_fingerprint(params, [args.base_model, args.features])
     run_dir = args.checkpoints / digest
-    resume_from = start_or_resume(run_dir, args.dvclive) if main_process else resumable(run_dir)[0]
     remote = load_params(RemoteParams, "remote")
+    resume_from = None
+    if main_process:
+        if remote.push_checkpoints:  # a run preempted on another machine goes on from its newest pushed checkpoint
+            fetch_run_from_remote(Path.cwd(), remote, run_dir, digest)
+        resume_from = start_or_resume(run_dir, args.dvclive)
     mirror = CheckpointMirror(Path.cwd(), remote, run_dir, digest) if main_process and remote.push_checkpoints else None
     live = None
     if main_process:
@@ -276,27 +305,36 @@ def main() -> None:
         ctc_weight=params.ctc_weight,
         blank_id=eot,
     )
+    trainer.accelerator.wait_for_everyone()  # the other ranks look for a checkpoint once rank 0 has fetched/cleaned
+    if not main_process:
+        resume_from = resumable(run_dir)[0]
     try:
         train_or_explain_oom(trainer, params, resume_from)
+        if trainer.is_world_process_zero():
+            save_final(trainer, processor, args.out)  # before the mirror's last upload is waited for
     finally:
         if mirror is not None:
-            mirror.close()  # the newest checkpoint reaches the remote even when training stopped on an error
-    if not trainer.is_world_process_zero():
-        return
+            mirror.close(remote.close_timeout_s)  # the newest checkpoint reaches the remote even after an error
+    if live is not None:
+        live.end()
+    if trainer.is_world_process_zero():
+        kept = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file()) / 1e6
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        print(f"train: peak RSS {peak_mb:.0f} MB; checkpoints kept in {run_dir}: {kept:.0f} MB")
+
+
+def save_final(trainer: Seq2SeqTrainer, processor: WhisperProcessor, out: Path) -> None:
+    """The best checkpoint's weights (load_best_model_at_end put them back) as a plain Whisper in `out`, whole or
+    not at all: written to a temp dir beside it, then renamed."""
     print(f"train: best dev WER {trainer.state.best_metric:.4f} at {trainer.state.best_model_checkpoint}")
-    # load_best_model_at_end put the best weights back into trainer.model
     final = merge_lora(trainer.model)  # a plain Whisper: serving needs no peft
     if hasattr(final, "ctc_head"):
         del final.ctc_head  # a training aid only
     final.config.apply_spec_augment = False  # a served model never masks its input
     final.config.use_cache = True
-    final.save_pretrained(args.out)
-    processor.save_pretrained(args.out)
-    if live is not None:
-        live.end()
-    kept = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file()) / 1e6
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(f"train: peak RSS {peak_mb:.0f} MB; checkpoints kept in {run_dir}: {kept:.0f} MB")
+    with atomic_dir(out) as tmp:
+        final.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
 
 
 if __name__ == "__main__":

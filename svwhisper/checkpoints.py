@@ -2,29 +2,87 @@
 
 DVC 3 has no checkpoint outs, and it deletes a stage's outs before running it again, so the
 Trainer's checkpoints live in a git- and DVC-ignored directory, `<checkpoints>/<fingerprint>/`.
-The fingerprint hashes the train params and the contents of the stage's inputs: a rerun resumes
-only from checkpoints of the very same run, never from one with other params or data.
-A checkpoint counts once `COMPLETE` is written into it, after the Trainer has saved everything
-(model, optimizer, scheduler, RNG state, trainer state) and the dvclive logs so far.
+The fingerprint hashes the train params, the contents of the stage's inputs, the source of every
+module the train stage imports from this repo, and the versions of torch, transformers,
+accelerate and peft: a rerun resumes only from checkpoints of the very same run, never from one
+with other params, data, code or libraries.
+A checkpoint counts once `COMPLETE` is written into it (atomically), after the Trainer has saved
+everything (model, optimizer, scheduler, the RNG state of every rank, trainer state) and the
+dvclive logs so far.
 """
 
+import ast
 import hashlib
+import importlib
 import json
 import re
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from svwhisper.files import write_text_atomic
 
 COMPLETE = "COMPLETE"  # written last: a checkpoint without it was cut off mid-write
 LOGS = "dvclive"  # the dvclive dir as it was at the checkpoint, restored on resume
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
-def fingerprint(params, inputs: list[Path]) -> str:
-    """16 hex digits over the frozen params dataclass `params` and every file under `inputs` (name and bytes)."""
+LIBRARIES = ("torch", "transformers", "accelerate", "peft")  # what a checkpoint's files and optimizer state depend on
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_code(entry: Path, root: Path = REPO_ROOT) -> list[Path]:
+    """`entry` and every module of this repo it imports, directly or not (imports inside functions too), sorted.
+
+    Read from the source (ast), not from what one process happened to import, so that the train
+    stage and `python -m svwhisper.remote pull` name the same run.
+    """
+    root = Path(root)
+    todo, seen = [Path(entry)], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            files = (root / f"{name.replace('.', '/')}.py" for name in names)
+            todo += [path for path in files if path.is_file()]
+    return sorted(seen)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = str(importlib.import_module(name).__version__)
+        except ImportError:
+            versions[name] = "not installed"
+    return versions
+
+
+def run_fingerprint(params, inputs: list[Path], root: Path = REPO_ROOT) -> str:
+    """The train run's fingerprint: params, input bytes, the train stage's code under `root`, library versions."""
+    code = {p.relative_to(root).as_posix(): p for p in stage_code(Path(root) / "stages" / "train.py", root)}
+    return fingerprint(params, inputs, code, library_versions())
+
+
+def fingerprint(params, inputs: list[Path], code: dict[str, Path] | None = None, versions: dict | None = None) -> str:
+    """16 hex digits over the frozen params dataclass `params`, every file under `inputs` (name and bytes), the
+    source files `code` ({name: path}) and the `versions` of libraries."""
     digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
+    digest.update(json.dumps(versions or {}, sort_keys=True).encode())
+    for name, path in sorted((code or {}).items()):
+        digest.update(name.encode())
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
     for root in map(Path, inputs):
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         for path in files:
@@ -74,16 +132,32 @@ def start_or_resume(run_dir: Path, log_dir: Path) -> Path | None:
     return checkpoint
 
 
-class MarkComplete(TrainerCallback):
-    """After each Trainer save: copy the dvclive logs into the checkpoint, then write its COMPLETE marker."""
+def ranks_saved(checkpoint: Path, world_size: int) -> bool:
+    """Whether every rank's RNG state is in `checkpoint` (the Trainer writes one per rank when there are several)."""
+    return world_size <= 1 or all((checkpoint / f"rng_state_{rank}.pth").is_file() for rank in range(world_size))
 
-    def __init__(self, log_dir: Path):
-        self.log_dir = Path(log_dir)
+
+class MarkComplete(TrainerCallback):
+    """After each Trainer save: copy the dvclive logs into the checkpoint, then write its COMPLETE marker.
+
+    The marker is written atomically (temp file, fsync, rename, fsync of the dir), and only once the
+    files of every rank are there (waiting up to `wait_s`); otherwise the checkpoint stays unmarked.
+    """
+
+    def __init__(self, log_dir: Path, wait_s: float = 300.0):
+        self.log_dir, self.wait_s = Path(log_dir), wait_s
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        world_size = int(getattr(args, "world_size", 1))
+        deadline = time.monotonic() + self.wait_s
+        while not ranks_saved(checkpoint, world_size):
+            if time.monotonic() > deadline:
+                print(f"train: {checkpoint} not marked complete: not every rank's files arrived in {self.wait_s:g} s")
+                return
+            time.sleep(0.1)
         if self.log_dir.is_dir():
             shutil.copytree(self.log_dir, checkpoint / LOGS, dirs_exist_ok=True)
-        (checkpoint / COMPLETE).write_text(f"step {state.global_step}\n", encoding="utf-8")
+        write_text_atomic(checkpoint / COMPLETE, f"step {state.global_step}\n")

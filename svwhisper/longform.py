@@ -17,6 +17,7 @@ FLOOR_DBFS = -60.0  # and so does any frame quieter than this, however quiet the
 MIN_SILENCE_S = 0.25  # pauses shorter than this are not cut points
 MIN_CHUNK_S = 1.0  # a silence this close to the chunk start is not used as its end
 MARGIN_S = 0.2  # audio kept before and after the speech of a chunk (within its cut points)
+FRAMES_PER_BLOCK = 1500  # energy frames computed at a time (30 s of audio)
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,20 @@ class Segment:
 
 
 def frame_is_speech(samples: np.ndarray) -> np.ndarray:
-    """One bool per FRAME_S frame: louder than SILENCE_DB below the loudest frame, and than FLOOR_DBFS."""
+    """One bool per FRAME_S frame: louder than SILENCE_DB below the loudest frame, and than FLOOR_DBFS.
+
+    Computed in float32 a block of frames at a time: the extra memory is one block, not a copy of the recording.
+    """
     hop = int(FRAME_S * SAMPLE_RATE)
     n = max(1, len(samples) // hop)
-    frames = samples[: n * hop].reshape(n, hop) if len(samples) >= hop else samples[None, :]
-    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) + 1e-10
+    rms = np.empty(n, dtype=np.float32)
+    if len(samples) < hop:
+        rms[0] = np.sqrt(np.mean(np.square(samples, dtype=np.float32), dtype=np.float64))
+    for first in range(0, n if len(samples) >= hop else 0, FRAMES_PER_BLOCK):
+        last = min(n, first + FRAMES_PER_BLOCK)
+        frames = samples[first * hop : last * hop].reshape(last - first, hop)
+        rms[first:last] = np.sqrt(np.mean(np.square(frames, dtype=np.float32), axis=1, dtype=np.float32))
+    rms += 1e-10
     return (20 * np.log10(rms / rms.max()) > SILENCE_DB) & (20 * np.log10(rms) > FLOOR_DBFS)
 
 

@@ -4,9 +4,12 @@ Each stage declares a frozen dataclass for its block and calls `load_params(Bloc
 Values are coerced to the field's type (`dvc exp run -S train.learning_rate=2e-5` writes
 `2e-05`, which YAML reads back as a string), and a key the dataclass does not know is an
 error naming the file, line and key: a typo must never become a silently ignored setting.
+So are a key written twice (YAML would keep the last silently), a number that is not finite,
+and a value outside the range its block's `check()` allows.
 """
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -19,6 +22,56 @@ PARAMS_FILE = Path("params.yaml")
 
 class ParamsError(ValueError):
     """A params.yaml problem, with the file, line and key in its message."""
+
+
+class ParamsRangeError(ValueError):
+    """Raised by a block's `check()` about one key, so that the error names that key's line."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+        super().__init__(f"{key} {message}")
+
+
+def at_least(params, low, *keys: str) -> None:
+    """Each of `keys` of `params` must be >= low."""
+    for key in keys:
+        if not getattr(params, key) >= low:
+            raise ParamsRangeError(key, f"must be >= {low}, got {getattr(params, key)}")
+
+
+def within(params, low, high, *keys: str, high_open: bool = False) -> None:
+    """Each of `keys` must lie in [low, high] ([low, high) with `high_open`)."""
+    for key in keys:
+        value = getattr(params, key)
+        if not (low <= value < high if high_open else low <= value <= high):
+            bracket = ")" if high_open else "]"
+            raise ParamsRangeError(key, f"must be in [{low}, {high}{bracket}, got {value}")
+
+
+def one_of(params, key: str, allowed) -> None:
+    if getattr(params, key) not in allowed:
+        raise ParamsRangeError(key, f"must be one of {', '.join(map(str, allowed))}; got {getattr(params, key)!r}")
+
+
+def _duplicate_keys(text: str, path: Path) -> None:
+    """ParamsError at the second occurrence of any key written twice in one mapping of the YAML `text`."""
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key, value in node.value:
+                name = f"{prefix}.{key.value}" if prefix else str(key.value)
+                if key.value in first:
+                    raise ParamsError(
+                        f"{path}:{key.start_mark.line + 1}: {name}: duplicate key (first at line {first[key.value]})"
+                    )
+                first[key.value] = key.start_mark.line + 1
+                walk(value, name)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{prefix}[{index}]")
+
+    walk(yaml.compose(text), "")
 
 
 def _key_lines(text: str, block: str) -> dict[str, int]:
@@ -77,6 +130,8 @@ def _coerce(value, target, key: str, where):
             number = float(value)
         except (TypeError, ValueError):
             raise ParamsError(f"{where(key)}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ParamsError(f"{where(key)}: expected a finite number, got {value!r}")
         if target is int:
             if not number.is_integer():
                 raise ParamsError(f"{where(key)}: expected a whole number, got {value!r}")
@@ -110,13 +165,15 @@ def _parse_dataclass(cls, raw, prefix: str, where):
             values[name] = _coerce(raw[name], hints[name], key(name), where)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ParamsError(f"{where(key(name))} is missing")
-    params = cls(**values)
-    check = getattr(params, "check", None)
-    if check is not None:
-        try:
+    try:
+        params = cls(**values)
+        check = getattr(params, "check", None)
+        if check is not None:
             check()
-        except ValueError as err:
-            raise ParamsError(f"{where(prefix)}: {err}") from None
+    except ParamsRangeError as err:
+        raise ParamsError(f"{where(key(err.key))}: {err.message}") from None
+    except ValueError as err:
+        raise ParamsError(f"{where(prefix)}: {err}") from None
     return params
 
 
@@ -136,10 +193,31 @@ def parse_block(cls, raw: dict | None, block: str, path: Path = PARAMS_FILE, tex
 def load_params(cls, block: str, path: Path = PARAMS_FILE):
     """Read `block` of the YAML file at `path` into the frozen dataclass `cls`."""
     text = Path(path).read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+    try:
+        _duplicate_keys(text, Path(path))
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({err})") from None
     if block not in data:
         raise ParamsError(f"{path}: block {block!r} is missing")
     return parse_block(cls, data[block], block, Path(path), text)
+
+
+def key_where(path: Path, block: str, key: str) -> str:
+    """`file:line: block.key` of `key` in `block` of the YAML file at `path` (no line when it is not written)."""
+    lines = _key_lines(Path(path).read_text(encoding="utf-8"), block)
+    return f"{path}:{lines[key]}: {block}.{key}" if key in lines else f"{path}: {block}.{key}"
+
+
+def check_generation_fits(path: Path, block: str, key: str, value: int, prompt: int, max_target_positions: int) -> None:
+    """A cross-block limit: `value` new tokens after a `prompt` must fit the decoder's positions (the model's
+    config); ParamsError at `block.key` otherwise, before any work."""
+    if value + prompt > max_target_positions:
+        raise ParamsError(
+            f"{key_where(path, block, key)}: {value} new tokens after a {prompt}-token prompt do not fit the "
+            f"decoder's {max_target_positions} positions (max_target_positions): use at most "
+            f"{max_target_positions - prompt}"
+        )
 
 
 @dataclass(frozen=True)

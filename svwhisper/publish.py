@@ -19,6 +19,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -56,6 +57,19 @@ class PublishError(Exception):
 def git(repo: Path, *args: str) -> str:
     done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def public_url(url: str) -> str:
+    """The web address of a git remote URL for a public card: https only, no user, password, token, query or
+    fragment; `git@host:owner/repo` becomes `https://host/owner/repo`. "" when there is none to show."""
+    url = url.strip()
+    if scp := re.match(r"^[\w.-]+@([\w.-]+):(?!/)(.+)$", url):  # git@github.com:owner/repo.git
+        url = f"https://{scp.group(1)}/{scp.group(2)}"
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        return ""
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(("https", host, parts.path, "", ""))
 
 
 def read_json(path: Path) -> dict:
@@ -135,8 +149,8 @@ def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str
         for metric, value in (("wer", wer), ("cer", cer))
     ]
     commit = git(repo, "rev-parse", "HEAD") or "unknown (not a git checkout)"
-    origin = git(repo, "remote", "get-url", "origin")
-    project = f"[svwhisper]({origin})" if origin.startswith("https://") else "svwhisper"
+    origin = public_url(git(repo, "remote", "get-url", "origin"))
+    project = f"[svwhisper]({origin})" if origin else "svwhisper"
     dirty = " (with uncommitted changes)" if git(repo, "status", "--porcelain", "--untracked-files=no") else ""
     data = ModelCardData(
         language="sv",
@@ -288,6 +302,12 @@ def upload(folder: Path, repo_id: str, private: bool, message: str, token: str) 
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
+    if private and api.repo_exists(repo_id, repo_type="model"):
+        if not api.repo_info(repo_id, repo_type="model").private:
+            raise PublishError(
+                f"{repo_id} exists and is public: --private does not change an existing repo, so nothing was "
+                f"uploaded; make it private in its settings on the Hub first, or publish without --private"
+            )
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=message)
     return str(getattr(info, "commit_url", info))

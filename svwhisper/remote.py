@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 from transformers import TrainerCallback
 
 from svwhisper.checkpoints import COMPLETE, checkpoints_in, resumable, step_of
+from svwhisper.params import ParamsRangeError
 
 CHECKPOINTS = "checkpoints"  # top folder of the mirrored checkpoints on the remote, beside DVC's files/
 SETUP = "see the README, section Remote storage"
@@ -40,10 +41,12 @@ class RemoteParams:
     name: str = ""  # DVC remote for checkpoints; "" = the default remote (`dvc remote default`)
     push_checkpoints: bool = True  # mirror each complete checkpoint while training (no remote: they stay local)
     check_timeout_s: float = 60.0  # the reachability check gives up after this long
+    close_timeout_s: float = 600.0  # at the end of training, the last checkpoint upload is waited for this long
 
-    def __post_init__(self):
-        if self.check_timeout_s <= 0:
-            raise ValueError(f"check_timeout_s must be > 0, got {self.check_timeout_s}")
+    def check(self) -> None:
+        for key in ("check_timeout_s", "close_timeout_s"):
+            if not getattr(self, key) > 0:
+                raise ParamsRangeError(key, f"must be > 0, got {getattr(self, key)}")
 
 
 class RemoteError(Exception):
@@ -227,10 +230,21 @@ class CheckpointStore:
         self.fs.rm(self.fs.join(self.run, name), recursive=True)
 
     def download(self, name: str, run_dir: Path) -> Path:
+        """Fetch checkpoint `name` into `run_dir`. Every remote file name is checked first: one that would land
+        outside the checkpoint's dir (`..`, an absolute or empty part) is a RemoteError and nothing is written."""
+        if step_of(Path(name)) < 0:
+            raise RemoteError(f"{name!r} is not a checkpoint name (checkpoint-<step>)")
         source, dest = self.fs.join(self.run, name), run_dir / name
         files = [p for p in self.fs.find(source) if not p.endswith(f"/{COMPLETE}")]
+        targets = []
         for remote in [*files, self.fs.join(source, COMPLETE)]:  # the marker last, as on upload
-            local = dest.joinpath(*remote[len(source) :].strip("/").split("/"))
+            if not remote.startswith(source.rstrip("/") + "/"):
+                raise RemoteError(f"remote file {remote} is not inside {source}: nothing fetched")
+            parts = remote[len(source) :].strip("/").split("/")
+            if any(part in ("", ".", "..") or "\\" in part or ":" in part for part in parts):
+                raise RemoteError(f"remote file {remote} would be written outside {dest}: nothing fetched")
+            targets.append((remote, dest.joinpath(*parts)))
+        for remote, local in targets:
             local.parent.mkdir(parents=True, exist_ok=True)
             self.fs.get_file(remote, str(local))
         return dest
@@ -241,14 +255,22 @@ class CheckpointMirror(TrainerCallback):
 
     Each save (after MarkComplete) asks for one sync; syncs asked for while one runs fold into one.
     A sync uploads the complete local checkpoints the remote lacks, newest first, and removes there
-    those the Trainer rotated away. Training never waits for it, except for the last sync at the end.
-    Problems (no remote, no credentials, a failed upload) are printed once and training goes on.
+    only those this process uploaded and the Trainer has since rotated away, never one above the
+    newest local step: another machine's checkpoints of the same run (a preempted run resumed
+    elsewhere) are never touched. Training never waits for it, except for the last sync at the end,
+    which `close` bounds. Any failure (no remote, expired credentials, a failed upload) is printed
+    once, later ones are counted, and training goes on.
     """
 
-    def __init__(self, repo: Path, params: RemoteParams, run_dir: Path, fingerprint: str):
+    def __init__(self, repo: Path, params: RemoteParams, run_dir: Path, fingerprint: str, opener=None):
         self.repo, self.params, self.run_dir, self.fingerprint = Path(repo), params, Path(run_dir), fingerprint
+        self.opener = opener or (
+            lambda: CheckpointStore.open(self.repo, params.name, fingerprint, params.check_timeout_s)
+        )
         self.requests: queue.Queue = queue.Queue()
         self.store: CheckpointStore | None = None
+        self.uploaded: set[str] = set()  # the only remote checkpoints this mirror may delete
+        self.failures = 0
         self.worker = threading.Thread(target=self._work, name="checkpoint-mirror", daemon=True)
         self.worker.start()
 
@@ -256,40 +278,84 @@ class CheckpointMirror(TrainerCallback):
         if state.is_world_process_zero:
             self.requests.put("sync")
 
-    def close(self) -> None:
-        """Wait for the syncs asked for so far (the newest checkpoint is on the remote when this returns)."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` s for the syncs asked for so far; False (and a line saying so) when they did not end."""
         self.requests.put(None)
-        self.worker.join()
+        self.worker.join(timeout)
+        if self.failures > 1:
+            print(f"train: {self.failures} checkpoint pushes failed in all (the first is reported above)")
+        if self.worker.is_alive():
+            print(
+                f"train: the checkpoint upload did not finish within {timeout:g} s; the remote may lack the newest "
+                f"checkpoint (all of them stay in {self.run_dir})"
+            )
+            return False
+        return True
+
+    def _report(self, err: BaseException) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            print(f"train: could not push checkpoints ({type(err).__name__}: {err}); training goes on")
 
     def _work(self) -> None:
         try:
-            self.store = CheckpointStore.open(
-                self.repo, self.params.name, self.fingerprint, self.params.check_timeout_s
-            )
+            self.store = self.opener()
             print(f"train: mirroring checkpoints to {self.store.run}")
         except RemoteError as err:
             print(f"train: checkpoints stay local ({err})")
+        except Exception as err:  # noqa: BLE001 (whatever the remote's library raises: report, train on)
+            self._report(err)
         while True:
             request = self.requests.get()
             pending = [request]
             while not self.requests.empty():
                 pending.append(self.requests.get_nowait())
             if self.store is not None and "sync" in pending:
-                self._sync()
+                try:
+                    self._sync()
+                except Exception as err:  # noqa: BLE001 (pydrive2/oauth errors are not OSError; the next sync retries)
+                    self._report(err)
             if None in pending:
                 return
 
     def _sync(self) -> None:
         local = {p.name for p in checkpoints_in(self.run_dir)[0]}
-        try:
-            remote = self.store.names()
-            for name in sorted(local - {n for n, done in remote.items() if done}, key=lambda n: -step_of(Path(n))):
-                self.store.upload(self.run_dir / name)
-                print(f"train: pushed {name} to {self.store.run}")
-            for name in set(remote) - local:
+        newest_local = max(map(step_of, map(Path, local)), default=-1)
+        remote = self.store.names()
+        for name in sorted(local - {n for n, done in remote.items() if done}, key=lambda n: -step_of(Path(n))):
+            self.store.upload(self.run_dir / name)
+            self.uploaded.add(name)
+            print(f"train: pushed {name} to {self.store.run}")
+        for name in set(remote) - local:
+            if name in self.uploaded and step_of(Path(name)) <= newest_local:  # ours, rotated away locally
                 self.store.remove(name)
-        except (OSError, RuntimeError, ValueError) as err:  # e.g. rotated away mid-upload; the next sync retries
-            print(f"train: could not push checkpoints ({type(err).__name__}: {err}); training goes on")
+                self.uploaded.discard(name)
+
+
+def resume_from_remote(store: CheckpointStore, run_dir: Path) -> Path | None:
+    """Before step 0: download the newest complete checkpoint `store` holds when it is newer than any in `run_dir`
+    (a run preempted on another machine goes on here); the checkpoint fetched, or None."""
+    newest = resumable(run_dir)[0]
+    local_step = step_of(newest) if newest else -1
+    newer = [n for n, done in store.names().items() if done and step_of(Path(n)) > local_step]
+    if not newer:
+        return None
+    return store.download(max(newer, key=lambda n: step_of(Path(n))), run_dir)
+
+
+def fetch_run_from_remote(repo: Path, params: RemoteParams, run_dir: Path, fingerprint: str) -> None:
+    """resume_from_remote on the configured remote, saying what it did; a remote that cannot be used is reported."""
+    try:
+        store = CheckpointStore.open(repo, params.name, fingerprint, params.check_timeout_s)
+        fetched = resume_from_remote(store, run_dir)
+    except RemoteError as err:
+        print(f"train: no checkpoints fetched from the remote ({err})")
+        return
+    except Exception as err:  # noqa: BLE001 (a remote that fails must not stop training from its local state)
+        print(f"train: no checkpoints fetched from the remote ({type(err).__name__}: {err})")
+        return
+    if fetched is not None:
+        print(f"train: fetched {fetched.name} of this run from {store.run}: newer than any here")
 
 
 def pull_checkpoints(store: CheckpointStore, run_dir: Path) -> list[Path]:
@@ -299,10 +365,10 @@ def pull_checkpoints(store: CheckpointStore, run_dir: Path) -> list[Path]:
     return [store.download(name, run_dir) for name in wanted]
 
 
-def run_fingerprint(repo: Path) -> tuple[Path, str]:
+def run_of(repo: Path) -> tuple[Path, str]:
     """(checkpoint dir, fingerprint) of the train run that params.yaml and the inputs on disk describe."""
     from stages.train import TrainParams
-    from svwhisper.checkpoints import fingerprint
+    from svwhisper.checkpoints import run_fingerprint
     from svwhisper.params import Paths, load_params
 
     paths = load_params(Paths, "paths", repo / "params.yaml")
@@ -314,7 +380,7 @@ def run_fingerprint(repo: Path) -> tuple[Path, str]:
                 f"{path.relative_to(repo)} is missing, so this run's checkpoints cannot be named: `dvc pull` found no "
                 f"copy; `dvc repro featurize` rebuilds it (same bytes, same run), then run this again"
             )
-    digest = fingerprint(train, inputs)
+    digest = run_fingerprint(train, inputs)
     return repo / paths.checkpoints / digest, digest
 
 
@@ -341,7 +407,7 @@ def main() -> None:
     if args.action == "push":
         sys.exit(done.returncode)
     try:
-        run_dir, digest = run_fingerprint(repo)
+        run_dir, digest = run_of(repo)
     except RemoteError as err:
         sys.exit(f"remote: {err}")
     fetched = pull_checkpoints(CheckpointStore(fs, root, digest), run_dir)

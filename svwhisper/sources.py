@@ -7,6 +7,9 @@ A file that cannot be read as a table at all (bad UTF-8, a missing required colu
 """
 
 import csv
+import io
+import os
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,7 +81,7 @@ class Source:
 class Clip:
     """One candidate clip: its audio is not decoded yet."""
 
-    id: str  # unique within its source: the clip file's stem or the dataset's row
+    id: str  # unique across sources: Common Voice's clip name, the file's path, or the dataset and its row
     sentence: str  # NFC, stripped
     speaker: str  # "" when the source does not say
     audio: Path | bytes  # a file, or encoded audio bytes (wav, flac, mp3, ...)
@@ -88,43 +91,60 @@ class Clip:
 
 @dataclass(frozen=True)
 class BadRow:
-    """A row that could not be read (wrong number of fields, no transcript), as `file:line`."""
+    """A row that could not be read (wrong number of fields, bad quoting, not UTF-8, ...), as `file:line`."""
 
     where: str
     reason: str = "malformed_row"
+    reason_text: str = ""  # what exactly was wrong, for the report's examples
+
+
+# line and paragraph separators, form feeds, NUL and the other C0/C1 controls (tab is a TSV's field separator)
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text or "").strip()
 
 
-def read_table(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict | None]]:
-    """Rows of a .tsv or .csv file as (1-based line, {column: value}); (line, None) for a malformed row.
+def read_table(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict | BadRow]]:
+    """Rows of a .tsv or .csv file as (1-based line, {column: value}), or (line, BadRow) for a row that is not one.
 
-    TSV is read with quoting off: Common Voice writes quote characters inside sentences
-    unescaped, so a field is whatever lies between tabs. CSV uses standard quoting (sentences
-    contain commas). Extra columns are kept. Bad UTF-8 or a missing required column raises
-    ManifestError naming the file and line.
+    Each physical line (ended by \\n, \\r\\n or \\r only: U+2028, U+0085 or a form feed inside a sentence
+    do not end a row) is one row, parsed on its own: an unbalanced quote, a field over the csv module's
+    limit, a wrong number of fields or bytes that are not UTF-8 cost that one row, counted with its line,
+    never the rows after it. TSV is read with quoting off: Common Voice writes quote characters inside
+    sentences unescaped, so a field is whatever lies between tabs. CSV uses standard quoting (sentences
+    contain commas); a quoted field may not span lines. Extra columns are kept. A file whose header lacks a
+    required column raises ManifestError naming the file and line.
     """
-    raw = Path(path).read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise ManifestError(f"{path}:{line}: not valid UTF-8 ({err.reason})") from None
-    if Path(path).suffix.lower() == ".csv":
-        reader = csv.reader(text.splitlines(keepends=True))
-    else:
-        reader = csv.reader(text.splitlines(keepends=True), delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = next(reader, [])
+    text = Path(path).read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    csv_file = Path(path).suffix.lower() == ".csv"
+    dialect = {"strict": True} if csv_file else {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+    lines = io.StringIO(text, newline="")
+    header = next(csv.reader([next(lines, "")], **dialect), [])
     missing = [c for c in required if c not in header]
     if missing:
         raise ManifestError(f"{path}:1: missing required column(s) {', '.join(missing)}")
-    for fields in reader:
-        if not fields:
+    for number, line in enumerate(lines, start=2):
+        if not line.rstrip("\r\n"):
             continue
-        line = reader.line_num
-        yield line, dict(zip(header, fields, strict=True)) if len(fields) == len(header) else None
+        if BAD_UTF8.search(line):
+            yield number, BadRow(f"{path}:{number}", reason_text="not valid UTF-8")
+            continue
+        try:
+            fields = next(csv.reader([line], **dialect))
+        except csv.Error as err:
+            yield number, BadRow(f"{path}:{number}", reason_text=str(err))
+            continue
+        if len(fields) != len(header):
+            yield number, BadRow(f"{path}:{number}", reason_text=f"{len(fields)} fields, the header has {len(header)}")
+        elif any(CONTROL.search(f) for f in fields):
+            yield number, BadRow(f"{path}:{number}", "control_characters", "a line break or control character")
+        else:
+            yield number, dict(zip(header, fields, strict=True))
+
+
+BAD_UTF8 = re.compile(r"[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
 
 
 def _votes(value: str) -> int:
@@ -134,13 +154,19 @@ def _votes(value: str) -> int:
         return 0
 
 
+def file_id(clip: Path) -> str:
+    """A clip's id from its file: the path as the params name it, normalised, without its suffix. Unique across
+    sources (two folders of the same layout differ by their own path); the same file listed twice is a duplicate."""
+    return Path(os.path.normpath(clip)).with_suffix("").as_posix()
+
+
 def commonvoice_clips(source: Source) -> Iterator[Clip | BadRow]:
     """Rows of `<path>/<tsv>.tsv` of a Common Voice release, audio in `<path>/clips/`."""
     root = Path(source.path)
     tsv = root / f"{source.tsv}.tsv"
-    for line, row in read_table(tsv, CV_COLUMNS):
-        if row is None:
-            yield BadRow(f"{tsv}:{line}")
+    for _, row in read_table(tsv, CV_COLUMNS):
+        if isinstance(row, BadRow):
+            yield row
             continue
         clip = root / "clips" / row["path"]
         margin = _votes(row["up_votes"]) - _votes(row["down_votes"])
@@ -150,13 +176,12 @@ def commonvoice_clips(source: Source) -> Iterator[Clip | BadRow]:
 def manifest_clips(source: Source) -> Iterator[Clip | BadRow]:
     """Rows of a `path`,`sentence` CSV/TSV (optional `speaker`); paths relative to the manifest's dir."""
     manifest = Path(source.path)
-    for line, row in read_table(manifest, MANIFEST_COLUMNS):
-        if row is None:
-            yield BadRow(f"{manifest}:{line}")
+    for _, row in read_table(manifest, MANIFEST_COLUMNS):
+        if isinstance(row, BadRow):
+            yield row
             continue
         clip = manifest.parent / row["path"]
-        clip_id = Path(row["path"]).with_suffix("").as_posix()
-        yield Clip(clip_id, nfc(row["sentence"]), row.get("speaker", ""), clip, str(clip))
+        yield Clip(file_id(clip), nfc(row["sentence"]), row.get("speaker", ""), clip, str(clip))
 
 
 def folder_clips(source: Source) -> Iterator[Clip | BadRow]:
@@ -174,8 +199,12 @@ def folder_clips(source: Source) -> Iterator[Clip | BadRow]:
             continue
         relative = clip.relative_to(root)
         speaker = relative.parts[0] if len(relative.parts) > 1 else ""
-        sentence = nfc(transcript.read_text(encoding="utf-8", errors="replace"))
-        yield Clip(relative.with_suffix("").as_posix(), sentence, speaker, clip, str(clip))
+        # a transcript file may wrap its text over lines: any whitespace run is one space
+        sentence = nfc(" ".join(transcript.read_text(encoding="utf-8", errors="replace").split()))
+        if CONTROL.search(sentence):
+            yield BadRow(str(transcript), "control_characters", "a line break or control character")
+            continue
+        yield Clip(file_id(clip), sentence, speaker, clip, str(clip))
 
 
 def hf_clips(source: Source) -> Iterator[Clip | BadRow]:
@@ -208,9 +237,13 @@ def hf_clips(source: Source) -> Iterator[Clip | BadRow]:
             yield BadRow(f"{where}#{index}", "missing_clip")
             continue
         speaker = str(row[source.speaker_column] or "") if source.speaker_column else ""
-        clip_id = f"{source.split}-{index:08d}"
+        clip_id = f"{where.removeprefix('hf:')}#{index:08d}"  # unique across sources, even of the same layout
         audio_ref = stored if isinstance(stored, bytes) else Path(stored)
-        yield Clip(clip_id, nfc(row[source.text_column]), speaker, audio_ref, f"{where}#{index}")
+        sentence = nfc(str(row[source.text_column] or ""))
+        if CONTROL.search(sentence):
+            yield BadRow(f"{where}#{index}", "control_characters", "a line break or control character")
+            continue
+        yield Clip(clip_id, sentence, speaker, audio_ref, f"{where}#{index}")
 
 
 def iter_clips(source: Source) -> Iterator[Clip | BadRow]:

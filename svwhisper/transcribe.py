@@ -98,12 +98,25 @@ def default_model_dir(backend: str, paths) -> str:
     return paths.exported if backend == "ctranslate2" else paths.final_model
 
 
+# the files each backend cannot load without (any one of a tuple)
+PROCESSOR = ("processor_config.json", "preprocessor_config.json")
+TRANSFORMERS_FILES = (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("tokenizer.json",), PROCESSOR)
+CT2_FILES = (("config.json",), ("model.bin",), ("vocabulary.json", "vocabulary.txt"), ("tokenizer.json",), PROCESSOR)
+
+
 def missing_model(model_dir: str | Path, backend: str) -> str:
     """A message saying what to run when `model_dir` holds no model for `backend`, else ""."""
-    marker = "model.bin" if backend == "ctranslate2" else "config.json"
-    if (Path(model_dir) / marker).is_file():
-        return ""
-    return f"no model in {model_dir} for the {backend} backend: run `make repro` (builds it) or `dvc pull` (fetches it)"
+    needed = CT2_FILES if backend == "ctranslate2" else TRANSFORMERS_FILES
+    present = [names for names in needed if any((Path(model_dir) / n).is_file() for n in names)]
+    fix = "run `make repro` (builds it) or `dvc pull` (fetches it)"
+    if not present:
+        return f"no model in {model_dir} for the {backend} backend: {fix}"
+    if missing := [" or ".join(names) for names in needed if names not in present]:
+        return (
+            f"the model in {model_dir} is incomplete (no {', '.join(missing)}): an interrupted `dvc pull` or copy? "
+            f"`dvc pull -f` fetches it whole; or {fix}"
+        )
+    return ""
 
 
 def load_backend(name: str, model_dir: str | Path):

@@ -72,12 +72,14 @@ def test_prepare_split_keeps_good_clips_and_counts_every_drop_reason(tmp_path):
     assert report["kept"] == 2
     assert report["dropped"] == {
         "malformed_row": 1,
+        "control_characters": 0,
         "missing_transcript": 0,
         "empty_sentence": 1,
         "sentence_too_long": 1,
         "down_votes": 1,
         "duplicate_clip": 1,
         "test_speaker": 0,
+        "outside_data": 0,
         "missing_clip": 1,
         "undecodable_clip": 2,
         "too_short": 1,
@@ -85,7 +87,8 @@ def test_prepare_split_keeps_good_clips_and_counts_every_drop_reason(tmp_path):
         "chars_per_second": 2,
     }
     assert report["dropped_examples"]["missing_clip"] == [str(source / "clips" / "missing.mp3")]
-    assert report["dropped_examples"]["malformed_row"] == [f"{source / 'train'}.tsv:11"]
+    assert report["dropped_examples"]["malformed_row"] == [f"{source / 'train'}.tsv:11 (4 fields, the header has 10)"]
+    assert report["rows"] == report["kept"] + sum(report["dropped"].values())
     assert sorted(report["dropped_examples"]["chars_per_second"]) == [
         str(source / "clips" / "half.mp3"),
         str(source / "clips" / "slow.mp3"),

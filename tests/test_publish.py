@@ -75,6 +75,10 @@ class FakeHub:
     def __init__(self, token=None):
         self.calls.append(("init", token))
 
+    def repo_exists(self, repo_id, **kwargs):
+        self.calls.append(("repo_exists", repo_id))
+        return False
+
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
 
@@ -93,7 +97,8 @@ def test_upload_sends_the_dry_run_folder_to_the_hub_client(repo, tmp_path, monke
     FakeHub.calls = []
     url = publish.publish(repo, "someone/svwhisper-tiny", None, private=True)
     assert url == "https://huggingface.co/someone/svwhisper-tiny/commit/abc"
-    (init, token), create, upload = FakeHub.calls
+    (init, token), exists, create, upload = FakeHub.calls
+    assert exists == ("repo_exists", "someone/svwhisper-tiny")
     assert token == "hf_test_token" and create == ("create_repo", "someone/svwhisper-tiny", create[2])
     assert create[2]["private"] is True and create[2]["exist_ok"] is True
     dry = publish.publish(repo, "someone/svwhisper-tiny", tmp_path / "dry")

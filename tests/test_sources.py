@@ -29,16 +29,16 @@ def test_commonvoice_tsv_keeps_quotes_extra_columns_and_normalises_to_nfc(tmp_pa
     assert [c.sentence for c in clips] == ['"Tårta på tårta", sa han.', "år"]
     assert [c.vote_margin for c in clips] == [2, 2] and [c.speaker for c in clips] == ["c1", "c2"]
     assert clips[0].audio == tmp_path / "clips" / "a.mp3" and clips[0].id == "a"
-    assert bad == [BadRow(f"{tmp_path / 'train.tsv'}:4")]
+    assert bad == [BadRow(f"{tmp_path / 'train.tsv'}:4", reason_text="4 fields, the header has 10")]
 
 
 def test_bad_encoding_and_missing_columns_name_the_file_and_line(tmp_path):
-    bad = tmp_path / "train.tsv"
-    bad.write_bytes(
+    bad_file = tmp_path / "train.tsv"
+    bad_file.write_bytes(
         CV_HEADER.encode() + b"\nc\ta.mp3\ts\tok\t1\t0\t\t\tsv\tx\nc\tb.mp3\ts\t\xff\xfe\t1\t0\t\t\tsv\tx\n"
     )
-    with pytest.raises(ManifestError, match=r"train\.tsv:3: not valid UTF-8"):
-        list(iter_clips(Source(kind="commonvoice", path=str(tmp_path), tsv="train")))
+    clips, bad = clips_of(Source(kind="commonvoice", path=str(tmp_path), tsv="train"))  # one bad line costs one row
+    assert [c.id for c in clips] == ["a"] and bad == [BadRow(f"{bad_file}:3", reason_text="not valid UTF-8")]
     (tmp_path / "mine.csv").write_text("file,sentence\na.wav,hej\n", encoding="utf-8")
     with pytest.raises(ManifestError, match=r"mine\.csv:1: missing required column\(s\) path"):
         list(iter_clips(Source(kind="manifest", path=str(tmp_path / "mine.csv"))))
@@ -53,11 +53,11 @@ def test_csv_and_tsv_manifests_resolve_paths_beside_the_manifest(tmp_path):
     )
     clips, bad = clips_of(Source(kind="manifest", path=str(tmp_path / "list.csv")))
     assert [(c.id, c.sentence, c.speaker) for c in clips] == [
-        ("rec/one", "Hej, hej på dig.", ""),
-        ("rec/two", "Två, tre", "anna"),
+        (f"{tmp_path}/rec/one", "Hej, hej på dig.", ""),  # the file's path as the params give it: unique
+        (f"{tmp_path}/rec/two", "Två, tre", "anna"),
     ]
     assert clips[0].audio == tmp_path / "rec" / "one.wav"
-    assert bad == [BadRow(f"{tmp_path / 'list.csv'}:4")]
+    assert bad == [BadRow(f"{tmp_path / 'list.csv'}:4", reason_text="4 fields, the header has 3")]
     (tmp_path / "list.tsv").write_text('path\tsentence\nrec/one.wav\t"Citat" sa hon.\n', encoding="utf-8")
     clips, _ = clips_of(Source(kind="manifest", path=str(tmp_path / "list.tsv")))
     assert clips[0].sentence == '"Citat" sa hon.'
@@ -72,8 +72,8 @@ def test_folder_pairs_each_clip_with_its_transcript_and_names_speakers_by_subfol
     (tmp_path / "notes.md").write_text("ignored", encoding="utf-8")
     clips, bad = clips_of(Source(kind="folder", path=str(tmp_path)))
     assert [(c.id, c.sentence, c.speaker) for c in clips] == [
-        ("anna/a1", "Första meningen.", "anna"),
-        ("b", "Andra.", ""),
+        (f"{tmp_path}/anna/a1", "Första meningen.", "anna"),
+        (f"{tmp_path}/b", "Andra.", ""),
     ]
     assert bad == [BadRow(str(tmp_path / "no_text.flac"), "missing_transcript")]
 
@@ -98,7 +98,7 @@ def test_hf_source_reads_a_local_parquet_dataset_through_datasets(tmp_path, monk
     clips, bad = clips_of(source)
     assert bad == []
     assert [(c.sentence, c.speaker) for c in clips] == [(s, c) for c, _, s in rows]
-    assert clips[1].audio == audio[1]["bytes"] and clips[1].id == "train-00000001"
+    assert clips[1].audio == audio[1]["bytes"] and clips[1].id == f"parquet/train/{tmp_path}/sv.parquet#00000001"
     with pytest.raises(ManifestError, match="no column 'sentence'.*transcription"):
         clips_of(Source(kind="hf", name="parquet", path=str(tmp_path / "sv.parquet"), streaming=streaming))
 

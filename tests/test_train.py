@@ -54,7 +54,7 @@ def test_precision_the_hardware_cannot_run_is_refused_at_start():
         ({"lora_rank": 8, "freeze_encoder": True}, "trains adapters only"),
         ({"lora_rank": 8, "ctc_weight": 0.3}, "trains adapters only"),
         ({"freeze_encoder": True, "ctc_weight": 0.3}, "needs freeze_encoder: false"),
-        ({"precision": "fp8"}, "precision must be"),
+        ({"precision": "fp8"}, "precision: must be one of auto"),
         ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
     ],
 )

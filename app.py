@@ -20,9 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_mono_16k
-from svwhisper.longform import Segment, to_srt, to_vtt
+from svwhisper.decoding import DecodeOptions
+from svwhisper.longform import Segment, to_json, to_srt, to_vtt
 from svwhisper.params import ParamsRangeError, Paths, at_least, load_params, one_of, within
-from svwhisper.transcribe import BACKENDS, default_model_dir, load_backend, missing_model, transcribe_samples
+from svwhisper.transcribe import (
+    BACKENDS,
+    CHUNKERS,
+    default_model_dir,
+    load_backend,
+    missing_model,
+    transcribe_samples,
+)
 
 SILENCE_PEAK = 1e-3  # peak amplitude below which a recording is treated as silence
 
@@ -35,6 +43,18 @@ class AppParams:
     max_duration_s: float = 3 * 3600.0
     max_file_mb: float = 500.0
     batch_size: int = 8
+    chunker: str = "vad"  # vad (Silero, one speech region per chunk) or energy (cut at the loudness's pauses)
+    beam_size: int = DecodeOptions.beam_size  # the decoding options: svwhisper.decoding.DecodeOptions
+    temperatures: tuple[float, ...] = DecodeOptions.temperatures
+    compression_ratio_threshold: float = DecodeOptions.compression_ratio_threshold
+    logprob_threshold: float = DecodeOptions.logprob_threshold
+    no_speech_threshold: float = DecodeOptions.no_speech_threshold
+    word_timestamps: bool = DecodeOptions.word_timestamps
+
+    def decoding(self) -> DecodeOptions:
+        """The decoding options these params set (svwhisper.decoding)."""
+        names = {f.name for f in dataclasses.fields(DecodeOptions)}
+        return DecodeOptions(**{name: getattr(self, name) for name in names})
 
     def check(self) -> None:
         one_of(self, "backend", BACKENDS)
@@ -45,6 +65,15 @@ class AppParams:
         within(self, 1, 65535, "port")
         if not self.host.strip():
             raise ParamsRangeError("host", "must be an address, e.g. 127.0.0.1")
+        one_of(self, "chunker", CHUNKERS)
+        at_least(self, 1, "beam_size")
+        if not self.temperatures or any(not 0 <= t <= 1 for t in self.temperatures) or self.temperatures[0] != 0:
+            raise ParamsRangeError("temperatures", f"must start at 0 and stay within [0, 1], got {self.temperatures}")
+        if not self.compression_ratio_threshold > 1:
+            raise ParamsRangeError("compression_ratio_threshold", "must be > 1 (2.4 is Whisper's)")
+        if not self.logprob_threshold <= 0:
+            raise ParamsRangeError("logprob_threshold", "must be <= 0 (a mean log-probability; -1.0 is Whisper's)")
+        within(self, 0.0, 1.0, "no_speech_threshold")
 
 
 @dataclass(frozen=True)
@@ -111,21 +140,28 @@ def transcribe(audio, model_dir: str | None = None, params: AppParams | None = N
     if missing_model(model_dir, params.backend):
         return Result(message=missing_model(model_dir, params.backend))
     backend = cached_backend(params.backend, str(model_dir))
-    segments = transcribe_samples(samples, backend, params.batch_size, progress)
+    segments = transcribe_samples(samples, backend, params.batch_size, progress, params.decoding(), params.chunker)
     if not segments:
         return Result(message="no speech recognised in the recording")
     return Result(text=" ".join(s.text for s in segments), segments=segments)
 
 
-def page_outputs(result: Result, out_dir: Path) -> tuple[str, list[list], str | None, str | None]:
-    """What the page shows: transcript (or ⚠️ message), segment rows, and the SRT and WebVTT files."""
+def page_outputs(result: Result, out_dir: Path) -> tuple[str, list[list], str | None, str | None, str | None]:
+    """What the page shows: transcript (or ⚠️ message), segment rows (with each word's start), and the SRT,
+    WebVTT and JSON (segments and word timings) files."""
     if result.message:
-        return f"⚠️ {result.message}", [], None, None
+        return f"⚠️ {result.message}", [], None, None, None
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "transcript.srt").write_text(to_srt(result.segments), encoding="utf-8")
-    (out_dir / "transcript.vtt").write_text(to_vtt(result.segments), encoding="utf-8")
-    rows = [[s.start_s, s.end_s, s.text] for s in result.segments]
-    return result.text, rows, str(out_dir / "transcript.srt"), str(out_dir / "transcript.vtt")
+    files = {"srt": to_srt(result.segments), "vtt": to_vtt(result.segments), "json": to_json(result.segments)}
+    for suffix, text in files.items():
+        (out_dir / f"transcript.{suffix}").write_text(text, encoding="utf-8")
+    rows = [[s.start_s, s.end_s, s.text, word_starts(s)] for s in result.segments]
+    return result.text, rows, *(str(out_dir / f"transcript.{suffix}") for suffix in files)
+
+
+def word_starts(segment: Segment) -> str:
+    """`word (start s)` for each word of a segment, e.g. "Hej (0.12) då (0.40)"."""
+    return " ".join(f"{w.text} ({w.start_s:.2f})" for w in segment.words)
 
 
 class OutputDirs:
@@ -177,11 +213,14 @@ def build_demo(model_dir: str, params: AppParams):
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Swedish speech")
         button = gr.Button("Transcribe", variant="primary")
         transcript = gr.Textbox(label="Transcript", lines=6, elem_id="transcript")
-        segments = gr.Dataframe(headers=["start (s)", "end (s)", "text"], label="Segments", interactive=False)
+        segments = gr.Dataframe(
+            headers=["start (s)", "end (s)", "text", "words (start s)"], label="Segments", interactive=False
+        )
         with gr.Row():
             srt = gr.File(label="SRT subtitles", elem_id="srt")
             vtt = gr.File(label="WebVTT subtitles", elem_id="vtt")
-        button.click(handle, inputs=audio, outputs=[transcript, segments, srt, vtt], api_name="transcribe")
+            words = gr.File(label="JSON with word timings", elem_id="json")
+        button.click(handle, inputs=audio, outputs=[transcript, segments, srt, vtt, words], api_name="transcribe")
     demo.queue(default_concurrency_limit=1, max_size=16)
     return demo
 

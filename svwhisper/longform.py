@@ -5,6 +5,7 @@ the window with no pause, the cut is hard and the next chunk starts `overlap_s` 
 words both chunks heard are then removed once from the second (`stitch`).
 """
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,7 @@ class Segment:
     start_s: float
     end_s: float
     text: str
+    words: tuple = ()  # svwhisper.decoding.Word, when word timestamps were asked for
 
 
 def frame_is_speech(samples: np.ndarray) -> np.ndarray:
@@ -129,14 +131,23 @@ def stitch(previous: str, text: str, max_words: int = 12) -> str:
     return text
 
 
-def segments_of(chunks: list[Chunk], texts: list[str]) -> list[Segment]:
-    """One timed segment per chunk with text, overlapping words removed, empty ones dropped."""
+def segments_of(chunks: list[Chunk], texts: list[str], words: list[list] | None = None) -> list[Segment]:
+    """One timed segment per chunk with text, overlapping words removed, empty ones dropped.
+
+    With `words` (each chunk's timed words), a segment spans its first word's start to its last word's end.
+    """
     out, previous = [], ""
-    for chunk, text in zip(chunks, texts, strict=True):
-        text = stitch(previous, text) if chunk.overlap_before else text
+    for i, (chunk, text) in enumerate(zip(chunks, texts, strict=True)):
+        timed = list(words[i]) if words is not None else []
+        if chunk.overlap_before:
+            stitched = stitch(previous, text)
+            timed = timed[max(0, len(text.split()) - len(stitched.split())) :]
+            text = stitched
         previous = text if text else previous
-        if text:
-            out.append(Segment(round(chunk.start_s, 2), round(chunk.end_s, 2), text))
+        if not text:
+            continue
+        start, end = (timed[0].start_s, timed[-1].end_s) if timed else (round(chunk.start_s, 2), round(chunk.end_s, 2))
+        out.append(Segment(start, max(end, start), text, tuple(timed)))
     return out
 
 
@@ -148,13 +159,48 @@ def _clock(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{ms:03d}"
 
 
-def to_srt(segments: list[Segment]) -> str:
-    """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`."""
-    cues = [f"{i}\n{_clock(s.start_s, ',')} --> {_clock(s.end_s, ',')}\n{s.text}\n" for i, s in enumerate(segments, 1)]
-    return "\n".join(cues)
+def cues_of(segments: list[Segment], words_per_cue: int = 0) -> list[Segment]:
+    """Subtitle cues: one per segment, or with `words_per_cue` > 0 lines of at most that many words, each timed
+    from its first word's start to its last word's end (segments without word times stay whole)."""
+    if words_per_cue <= 0:
+        return segments
+    cues = []
+    for segment in segments:
+        if not segment.words:
+            cues.append(segment)
+            continue
+        for i in range(0, len(segment.words), words_per_cue):
+            line = segment.words[i : i + words_per_cue]
+            cues.append(Segment(line[0].start_s, line[-1].end_s, " ".join(w.text for w in line), tuple(line)))
+    return cues
 
 
-def to_vtt(segments: list[Segment]) -> str:
-    """WebVTT: a `WEBVTT` header, then cues with `HH:MM:SS.mmm --> HH:MM:SS.mmm`."""
-    cues = [f"{_clock(s.start_s, '.')} --> {_clock(s.end_s, '.')}\n{s.text}\n" for s in segments]
-    return "WEBVTT\n\n" + "\n".join(cues)
+def to_srt(segments: list[Segment], words_per_cue: int = 0) -> str:
+    """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm` (see cues_of)."""
+    cues = cues_of(segments, words_per_cue)
+    return "\n".join(
+        f"{i}\n{_clock(s.start_s, ',')} --> {_clock(s.end_s, ',')}\n{s.text}\n" for i, s in enumerate(cues, 1)
+    )
+
+
+def to_vtt(segments: list[Segment], words_per_cue: int = 0) -> str:
+    """WebVTT: a `WEBVTT` header, then cues with `HH:MM:SS.mmm --> HH:MM:SS.mmm` (see cues_of)."""
+    cues = cues_of(segments, words_per_cue)
+    return "WEBVTT\n\n" + "\n".join(f"{_clock(s.start_s, '.')} --> {_clock(s.end_s, '.')}\n{s.text}\n" for s in cues)
+
+
+def to_json(segments: list[Segment]) -> str:
+    """Segments with their words and times, as JSON: {"text", "segments": [{start, end, text, words: [...]}]}."""
+    data = {
+        "text": " ".join(s.text for s in segments),
+        "segments": [
+            {
+                "start": s.start_s,
+                "end": s.end_s,
+                "text": s.text,
+                "words": [{"start": w.start_s, "end": w.end_s, "word": w.text} for w in s.words],
+            }
+            for s in segments
+        ],
+    }
+    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"

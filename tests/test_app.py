@@ -1,5 +1,6 @@
 """The app's transcribe() on the memorised tiny model, every bad input, long recordings, and the served page."""
 
+import json
 import re
 import socket
 import subprocess
@@ -79,7 +80,10 @@ def test_transcribe_a_microphone_tuple_at_44k_stereo(model_dir, memorised):
     samples, rate = sf.read(clip, dtype="float32")
     upsampled = np.interp(np.arange(0, len(samples), rate / 44100), np.arange(len(samples)), samples)
     stereo = (np.stack([upsampled, upsampled], axis=1) * 32767).astype(np.int16)
-    assert app.transcribe((44100, stereo), model_dir=model_dir, params=app.AppParams()).text == normalize(sentence)
+    # the memorised model answers with its clip only when speech starts where it did in training: the energy
+    # chunker's margins keep that through the linear-interpolation round trip (speech detection: test_pretrained)
+    params = app.AppParams(chunker="energy")
+    assert app.transcribe((44100, stereo), model_dir=model_dir, params=params).text == normalize(sentence)
 
 
 def test_every_bad_input_gets_a_message_and_the_next_request_works(model_dir, memorised, tmp_path):
@@ -105,7 +109,7 @@ def test_every_bad_input_gets_a_message_and_the_next_request_works(model_dir, me
     for audio, message in cases:
         result = app.transcribe(audio, model_dir=model_dir, params=limits)
         assert message in result.message and not result.text, (audio, result)
-        text, rows, srt, vtt = app.page_outputs(result, tmp_path / "page")
+        text, rows, srt, vtt, words = app.page_outputs(result, tmp_path / "page")
         assert text.startswith("⚠️") and "Traceback" not in text and srt is None
     clip, sentence = memorised[3]
     no_model = app.transcribe(str(clip), model_dir=str(tmp_path / "no_model"), params=limits)
@@ -141,7 +145,7 @@ def test_served_page_transcribes_a_three_minute_upload_with_subtitles(model_dir,
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        text, segments, srt, vtt = client.predict(
+        text, segments, srt, vtt, words = client.predict(
             handle_file(str(tmp_path / "three_minutes.wav")), api_name="/transcribe"
         )
         assert len(segments["data"]) == len(sentences)
@@ -152,7 +156,7 @@ def test_served_page_transcribes_a_three_minute_upload_with_subtitles(model_dir,
         assert open(vtt, encoding="utf-8").read().startswith("WEBVTT\n\n")
         # a bad request in between: a message, and the server keeps serving
         (tmp_path / "notes.wav").write_text("not audio", encoding="utf-8")
-        bad, _, bad_srt, _ = client.predict(handle_file(str(tmp_path / "notes.wav")), api_name="/transcribe")
+        bad, _, bad_srt, _, _ = client.predict(handle_file(str(tmp_path / "notes.wav")), api_name="/transcribe")
         assert bad.startswith("⚠️") and "cannot decode" in bad and bad_srt is None
         clip, sentence = memorised[4]
         assert client.predict(handle_file(str(clip)), api_name="/transcribe")[0] == normalize(sentence)
@@ -164,10 +168,11 @@ def test_ctranslate2_backend_and_the_cli_write_subtitles(tiny_repo, memorised, t
     sentences = long_recording(memorised, 1, tmp_path / "rec.wav")
     cmd = [sys.executable, "-m", "svwhisper.transcribe", str(tmp_path / "rec.wav"), "--backend", "ctranslate2"]
     cmd += ["--model-dir", str(tiny_repo / "models/ct2"), "--srt", str(tmp_path / "rec.srt")]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*cmd, "--json", str(tmp_path / "rec.json")], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert len([line for line in done.stdout.splitlines() if line.startswith("[")]) == len(sentences)
     words = " ".join(normalize(s) for s in sentences).split()
-    heard = done.stdout.strip().split()
+    heard = json.loads((tmp_path / "rec.json").read_text(encoding="utf-8"))["text"].split()
     assert sum(a == b for a, b in zip(heard, words, strict=False)) >= 0.9 * len(words)  # int8 may flip a word
     assert (tmp_path / "rec.srt").read_text(encoding="utf-8").count(" --> ") == len(sentences)
     missing = subprocess.run(

@@ -54,3 +54,16 @@ def test_inference_benchmark_compares_both_backends_on_the_same_clips(tiny_repo)
     assert result["wer_delta"] == pytest.approx(result["ctranslate2_wer"] - result["transformers_wer"], abs=1e-3)
     for key in ("speedup_vs_transformers", "transformers_rtf", "ctranslate2_rtf"):
         assert result[key] > 0, key
+
+
+@pytest.mark.parametrize("backend, model_dir", [("transformers", "models/final"), ("ctranslate2", "models/ct2")])
+def test_longform_benchmark_builds_recordings_of_clips_and_counts_words_out_of_nothing(tiny_repo, backend, model_dir):
+    args = ["--quick", "--clips", "8", "--backend", backend, "--model-dir", str(tiny_repo / model_dir)]
+    result = benchmark("longform", *args)
+    assert result["recordings"] == 1 and result["clips"] == 8 and result["audio_s"] > 8 * 1.0
+    assert set(result["silence_words_by_input"]) == {"silence", "noise", "tone"}
+    assert result["silence_words"] == 0  # speech detection finds no speech in them, whatever the model
+    assert 0 <= result["clip_wer"] and 0 <= result["longform_wer"]
+    assert result["targets_met"] == (
+        result["longform_wer"] <= result["clip_wer"] + 0.03 and (result["first_word_start_mae_s"] or 1) <= 0.3
+    )

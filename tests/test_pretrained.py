@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -88,3 +89,72 @@ def test_dvc_exp_run_switches_to_the_scratch_model_with_dash_s(pretrained_repo, 
     scratch = yaml.safe_load((repo / "models/base/config.json").read_text())
     assert scratch["d_model"] == 160 and scratch["vocab_size"] < 2000  # the small local model and tokenizer
     assert 0 <= rows["scratch"]["wer"] and rows["scratch"]["base_wer"] >= 0.9  # random init: (almost) nothing right
+
+
+def recording_of(repo: Path, names: list[str], gaps_s: list[float]) -> tuple[np.ndarray, list[float]]:
+    """gaps_s[0] of silence, clip, gaps_s[1], clip, ...; and where each clip starts, in seconds."""
+    from svwhisper.audio import SAMPLE_RATE, load_audio
+
+    parts, starts, length = [], [], 0
+    for name, gap in zip(names, gaps_s, strict=True):
+        clip = load_audio(repo / "data/sample/sv-SE/clips" / name)
+        parts += [np.zeros(int(gap * SAMPLE_RATE), dtype=np.float32), clip]
+        starts.append((length + int(gap * SAMPLE_RATE)) / SAMPLE_RATE)
+        length += int(gap * SAMPLE_RATE) + len(clip)
+    parts.append(np.zeros(SAMPLE_RATE // 2, dtype=np.float32))
+    return np.concatenate(parts), starts
+
+
+@pytest.mark.parametrize("backend, model_dir", [("transformers", "models/final"), ("ctranslate2", "models/ct2")])
+def test_words_are_timed_where_their_clip_is_in_the_recording(pretrained_repo, backend, model_dir):
+    from conftest import sample_rows
+    from svwhisper.transcribe import load_backend, transcribe_samples
+
+    samples, starts = recording_of(pretrained_repo, [r[1] for r in sample_rows(3)], [1.0, 0.8, 1.3])
+    segments = transcribe_samples(samples, load_backend(backend, pretrained_repo / model_dir))
+    assert len(segments) == 3, segments
+    words = [w for s in segments for w in s.words]
+    assert len(words) >= 6 and [w.text for w in words] == [w for s in segments for w in s.text.split()]
+    assert all(a.start_s <= a.end_s <= b.start_s + 1e-6 for a, b in zip(words, words[1:], strict=False))
+    assert words[-1].end_s <= len(samples) / 16000
+    for segment, start in zip(segments, starts, strict=True):
+        assert abs(segment.words[0].start_s - start) < 0.3, (segment, start)
+        assert segment.start_s == segment.words[0].start_s and segment.end_s == segment.words[-1].end_s
+
+
+@pytest.mark.parametrize("backend, model_dir", [("transformers", "models/final"), ("ctranslate2", "models/ct2")])
+def test_silence_noise_and_a_tone_give_no_text(pretrained_repo, backend, model_dir):
+    import app
+
+    n = 30 * 16000
+    quiet = {
+        "silence": np.zeros(n),
+        "noise": np.random.default_rng(0).normal(0, 0.003, n),
+        "tone": 0.1 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000),
+    }
+    params = app.AppParams(backend=backend)
+    for name, samples in quiet.items():
+        result = app.transcribe((16000, samples.astype(np.float32)), str(pretrained_repo / model_dir), params)
+        assert result.text == "" and not result.segments, (name, result)
+        assert result.message in ("the recording is silent", "no speech recognised in the recording"), name
+
+
+def test_cli_prints_word_timings_and_writes_word_level_subtitles_and_json(pretrained_repo, tmp_path):
+    import soundfile as sf
+
+    from conftest import sample_rows
+
+    samples, _ = recording_of(pretrained_repo, [r[1] for r in sample_rows(2)], [0.5, 0.7])
+    sf.write(tmp_path / "two.wav", samples, 16000)
+    outputs = ["--srt", str(tmp_path / "t.srt"), "--json", str(tmp_path / "t.json"), "--words-per-cue", "2"]
+    done = run(
+        ["python", "-m", "svwhisper.transcribe", str(tmp_path / "two.wav"), "--backend", "ctranslate2", *outputs],
+        pretrained_repo,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 and all("[" in line.split("]", 1)[1] for line in lines), done.stdout
+    data = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
+    words = [w for s in data["segments"] for w in s["words"]]
+    cues = (tmp_path / "t.srt").read_text(encoding="utf-8").split("\n\n")
+    assert len(cues) == sum(-(-len(s["words"]) // 2) for s in data["segments"])  # lines of at most 2 words
+    assert words and all(w["start"] <= w["end"] for w in words)

@@ -1,0 +1,173 @@
+"""Benchmark: long recordings against the same speech clip by clip, word timings, and text out of nothing.
+
+Builds long recordings (about 3 minutes each, seeded) from the test clips with random pauses of
+0.2-1.5 s between them, and transcribes each through the app's code path (`transcribe_samples`:
+chunker, Whisper's safeguards, word timestamps). The same clips are also transcribed one by one with
+the same decoding options. Then 30 s of silence, of low noise and of a steady tone are transcribed.
+
+Targets: longform_wer <= clip_wer + 0.03, first_word_start_mae_s <= 0.3 (each clip's first word start
+against where the clip begins in the recording), silence_words == 0.
+
+    python benchmarks/longform.py --quick                  # one recording of ~3 min: about 2 minutes of work
+    python benchmarks/longform.py                          # all 300 test clips, three recordings
+    python benchmarks/longform.py --backend ctranslate2 --chunker energy --beam-size 5 --no-fallback
+
+Needs `dvc repro` first (models/final, models/ct2). The last line printed is one JSON object.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from svwhisper.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from svwhisper.decoding import DecodeOptions  # noqa: E402
+from svwhisper.metrics import error_rates  # noqa: E402
+from svwhisper.params import Paths, load_params  # noqa: E402
+from svwhisper.sources import Clip, Source, iter_clips  # noqa: E402
+from svwhisper.transcribe import (  # noqa: E402
+    BACKENDS,
+    CHUNKERS,
+    decode_clips,
+    default_model_dir,
+    load_backend,
+    transcribe_samples,  # noqa: E402
+)
+
+RECORDING_S = 180.0
+PAUSE_S = (0.2, 1.5)
+
+
+def recordings(audio: list[np.ndarray], rng: np.random.Generator, count: int) -> list[tuple[np.ndarray, list]]:
+    """Up to `count` recordings of about RECORDING_S: (samples, [(clip index, start sample, end sample)])."""
+    out, order, position = [], rng.permutation(len(audio)), 0
+    for _ in range(count):
+        parts, placed, length = [], [], 0
+        while position < len(order) and length < RECORDING_S * SAMPLE_RATE:
+            pause = np.zeros(int(rng.uniform(*PAUSE_S) * SAMPLE_RATE), dtype=np.float32)
+            clip = audio[order[position]]
+            parts += [pause, clip]
+            placed.append((int(order[position]), length + len(pause), length + len(pause) + len(clip)))
+            length += len(pause) + len(clip)
+            position += 1
+        if placed:
+            parts.append(np.zeros(int(PAUSE_S[1] * SAMPLE_RATE), dtype=np.float32))
+            out.append((np.concatenate(parts), placed))
+    return out
+
+
+def first_word_errors(words: list, placed: list) -> tuple[list[float], int]:
+    """|first word start - clip start| for each placed clip (a word belongs to the clip its middle falls in, the
+    pauses split halfway); and how many clips got no word."""
+    errors, missing = [], 0
+    bounds = [(s, e) for _, s, e in placed]
+    for i, (start, end) in enumerate(bounds):
+        low = (bounds[i - 1][1] + start) / 2 if i else 0
+        high = (end + bounds[i + 1][0]) / 2 if i + 1 < len(bounds) else float("inf")
+        inside = [w for w in words if low <= (w.start_s + w.end_s) / 2 * SAMPLE_RATE < high]
+        if inside:
+            errors.append(abs(inside[0].start_s - start / SAMPLE_RATE))
+        else:
+            missing += 1
+    return errors, missing
+
+
+def non_speech(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    n = 30 * SAMPLE_RATE
+    tone = 0.1 * np.sin(2 * np.pi * 440 * np.arange(n) / SAMPLE_RATE)
+    return {
+        "silence": np.zeros(n, dtype=np.float32),
+        "noise": rng.normal(0, 0.003, n).astype(np.float32),  # about -50 dBFS
+        "tone": tone.astype(np.float32),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one recording of ~3 min")
+    parser.add_argument("--backend", choices=BACKENDS, default="transformers")
+    parser.add_argument("--chunker", choices=CHUNKERS, default="vad")
+    parser.add_argument("--beam-size", type=int, default=DecodeOptions.beam_size)
+    parser.add_argument("--no-fallback", action="store_true", help="temperature 0 only")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clips", type=int, default=0, help="use only the first N test clips (0: all)")
+    parser.add_argument("--model-dir", type=Path, help="default: paths.final_model, or paths.exported for ctranslate2")
+    args = parser.parse_args()
+    model_dir = args.model_dir or default_model_dir(args.backend, load_params(Paths, "paths", REPO / "params.yaml"))
+    if not (REPO / model_dir).is_dir():
+        sys.exit(f"longform: no model in {model_dir}: run `make repro` (or `dvc repro`) first")
+    options = DecodeOptions(beam_size=args.beam_size)
+    if args.no_fallback:
+        options = dataclasses.replace(options, temperatures=(0.0,))
+    backend = load_backend(args.backend, REPO / model_dir)
+
+    test = [c for c in iter_clips(Source(kind="commonvoice", path=str(REPO / "data/sample/sv-SE"), tsv="test"))]
+    test = [c for c in test if isinstance(c, Clip)][: args.clips or None]
+    audio = [load_audio(c.audio) for c in test]
+    rng = np.random.default_rng(args.seed)
+    built = recordings(audio, rng, 1 if args.quick else 3)
+    used = [i for _, placed in built for i, _, _ in placed]
+    references = [test[i].sentence for i in used]
+
+    start = time.perf_counter()
+    clip_texts = []
+    for i in range(0, len(used), args.batch_size):
+        batch = [audio[j] for j in used[i : i + args.batch_size]]
+        clip_texts += [
+            h.text for h in decode_clips(backend, batch, dataclasses.replace(options, word_timestamps=False))
+        ]
+    clip_wall = time.perf_counter() - start
+
+    start = time.perf_counter()
+    long_refs, long_hyps, errors, missing = [], [], [], 0
+    for samples, placed in built:
+        segments = transcribe_samples(samples, backend, args.batch_size, options=options, chunker=args.chunker)
+        long_refs.append(" ".join(test[i].sentence for i, _, _ in placed))
+        long_hyps.append(" ".join(s.text for s in segments))
+        found, lost = first_word_errors([w for s in segments for w in s.words], placed)
+        errors, missing = errors + found, missing + lost
+    long_wall = time.perf_counter() - start
+    seconds = sum(len(samples) for samples, _ in built) / SAMPLE_RATE
+
+    silence_words = {}
+    for name, samples in non_speech(np.random.default_rng(args.seed)).items():
+        segments = transcribe_samples(samples, backend, args.batch_size, options=options, chunker=args.chunker)
+        silence_words[name] = sum(len(s.text.split()) for s in segments)
+
+    result = {
+        "backend": args.backend,
+        "chunker": args.chunker,
+        "beam_size": options.beam_size,
+        "temperatures": list(options.temperatures),
+        "recordings": len(built),
+        "clips": len(used),
+        "audio_s": round(seconds, 1),
+        "clip_wer": round(error_rates(references, clip_texts)["wer"], 4),
+        "longform_wer": round(error_rates(long_refs, long_hyps)["wer"], 4),
+        "first_word_start_mae_s": round(float(np.mean(errors)), 3) if errors else None,
+        "first_word_missing": missing,
+        "silence_words": sum(silence_words.values()),
+        "silence_words_by_input": silence_words,
+        "clip_wall_s": round(clip_wall, 1),
+        "longform_wall_s": round(long_wall, 1),
+        "longform_audio_s_per_s": round(seconds / long_wall, 1),
+    }
+    result["targets_met"] = bool(
+        result["longform_wer"] <= result["clip_wer"] + 0.03
+        and result["first_word_start_mae_s"] is not None
+        and result["first_word_start_mae_s"] <= 0.3
+        and result["silence_words"] == 0
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

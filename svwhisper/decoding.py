@@ -1,0 +1,168 @@
+"""Whisper's decoding safeguards and word timestamps, the same for both backends.
+
+openai/whisper's `transcribe` does not trust one greedy pass. Each chunk is decoded at temperature 0
+(greedy, or beam search); a result whose text compresses too well (gzip ratio above
+`compression_ratio_threshold`: a repetition loop) or whose average token log-probability is below
+`logprob_threshold` (the model is guessing) is decoded again by sampling at the next temperature.
+A chunk whose probability of `<|nocaptions|>` at the start is above `no_speech_threshold` while its
+text is improbable counts as no speech: it gives no text at all instead of invented words.
+
+Word timestamps come from the cross-attention of the alignment heads (the generation config's
+`alignment_heads`) over the tokens a chunk decoded: normalised per head, median-filtered, averaged, and
+aligned to the audio frames by dynamic time warping, as in openai/whisper's `find_alignment`.
+"""
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SECONDS_PER_POSITION = 0.02  # one encoder position: two 10 ms log-mel frames
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How each chunk is decoded (the `app` block and the CLI flags of the same names)."""
+
+    beam_size: int = 5  # beams at temperature 0 (1 = greedy); sampling never uses beams
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # tried in order until a result passes
+    compression_ratio_threshold: float = 2.4  # text whose gzip ratio is above this is a loop: decode again
+    logprob_threshold: float = -1.0  # mean token log-probability below this: decode again
+    no_speech_threshold: float = 0.6  # P(<|nocaptions|>) above this, with an improbable text: no speech
+    word_timestamps: bool = True  # word start and end times from the alignment heads
+
+
+@dataclass
+class Hypothesis:
+    """One decoded chunk: its text tokens (no special tokens), and what the safeguards look at."""
+
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float = 0.0
+    text: str = ""
+    compression_ratio: float = 0.0
+    words: list = field(default_factory=list)  # Word, with times in the recording, when asked for
+
+
+@dataclass(frozen=True)
+class Word:
+    start_s: float
+    end_s: float
+    text: str
+
+
+def compression_ratio(text: str) -> float:
+    """len(text) / len(gzip(text)) in bytes: about 1-2 for speech, well above 2.4 for a loop."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def is_no_speech(hyp: Hypothesis, options: DecodeOptions) -> bool:
+    """openai/whisper's rule: the model says no speech, and its text is improbable."""
+    return hyp.no_speech_prob > options.no_speech_threshold and hyp.avg_logprob < options.logprob_threshold
+
+
+def needs_fallback(hyp: Hypothesis, options: DecodeOptions) -> bool:
+    if is_no_speech(hyp, options):
+        return False  # silence stays silence: sampling would only invent words for it
+    return hyp.compression_ratio > options.compression_ratio_threshold or hyp.avg_logprob < options.logprob_threshold
+
+
+def decode_with_fallback(backend, encoded, n: int, options: DecodeOptions) -> list[Hypothesis]:
+    """Each of the `n` rows of `encoded` (the backend's encoder output) decoded by `backend.generate(encoded, rows,
+    temperature, beam_size)`, again at the next temperature while its result fails the thresholds; no-speech
+    results come back with empty text."""
+    results: list[Hypothesis | None] = [None] * n
+    pending = list(range(n))
+    for temperature in options.temperatures:
+        beams = options.beam_size if temperature == 0 else 1
+        hyps = backend.generate(encoded, pending, temperature, beams)
+        retry = []
+        for index, hyp in zip(pending, hyps, strict=True):
+            hyp.temperature, hyp.text = temperature, backend.text(hyp.tokens)
+            hyp.compression_ratio = compression_ratio(hyp.text)
+            results[index] = hyp
+            if needs_fallback(hyp, options):
+                retry.append(index)
+        pending = retry
+        if not pending:
+            break
+    for hyp in results:
+        if is_no_speech(hyp, options):
+            hyp.tokens, hyp.text = [], ""
+    return results
+
+
+def median_filter(x: np.ndarray, width: int) -> np.ndarray:
+    """Median over a window of `width` along the last axis (reflected at the edges), as openai/whisper does."""
+    if width <= 1 or x.shape[-1] <= width // 2:
+        return x
+    pad = width // 2
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1), axis=-1)
+
+
+def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The monotonic path through `cost` (tokens x frames) of least total cost: (token indices, frame indices)."""
+    n, m = cost.shape
+    total = np.full((n + 1, m + 1), np.inf)
+    trace = np.zeros((n + 1, m + 1), dtype=np.int8)
+    total[0, 0] = 0
+    for j in range(1, m + 1):
+        for i in range(1, n + 1):
+            steps = (total[i - 1, j - 1], total[i - 1, j], total[i, j - 1])
+            move = int(np.argmin(steps))
+            total[i, j], trace[i, j] = cost[i - 1, j - 1] + steps[move], move
+    i, j, path = n, m, []
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        move = trace[i, j]
+        i, j = (i - 1, j - 1) if move == 0 else (i - 1, j) if move == 1 else (i, j - 1)
+    while i > 0:  # the first row or column reached: walk the rest of the edge
+        i -= 1
+        path.append((i, 0))
+    path.reverse()
+    tokens, frames = zip(*path, strict=True) if path else ((), ())
+    return np.array(tokens), np.array(frames)
+
+
+def alignment_path(attentions: np.ndarray, positions: int, filter_width: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-attention of the alignment heads (heads, token rows, encoder positions) -> the DTW path over the
+    first `positions` encoder positions (the audio the chunk holds)."""
+    weights = attentions[:, :, :positions].astype(np.float64)
+    std, mean = weights.std(axis=-2, keepdims=True), weights.mean(axis=-2, keepdims=True)
+    weights = median_filter((weights - mean) / (std + 1e-10), filter_width)
+    return dtw(-weights.mean(axis=0))
+
+
+def word_spans(pieces: list[str]) -> list[tuple[int, int]]:
+    """(first, last + 1) token of each word, given each text token's decoded text: a token starting with a space
+    starts a word (Whisper's BPE marks word starts so); punctuation stays with its word."""
+    spans, start = [], 0
+    for i, piece in enumerate(pieces):
+        if i > start and piece.startswith(" "):
+            spans.append((start, i))
+            start = i
+    if pieces:
+        spans.append((start, len(pieces)))
+    return spans
+
+
+def words_from_path(
+    pieces: list[str], token_indices: np.ndarray, frame_indices: np.ndarray, offset_s: float
+) -> list[Word]:
+    """Words with start and end times from a DTW path whose token rows are [before the first text token, each
+    text token]: a word starts where the path first reaches its first token and ends where the next word starts."""
+    if not pieces or not len(token_indices):
+        return []
+    jumps = np.pad(np.diff(token_indices), (1, 0), constant_values=1).astype(bool)
+    times = frame_indices[jumps] * SECONDS_PER_POSITION
+    if len(times) < len(pieces) + 1:  # a path that skipped rows: pad with its last time
+        times = np.pad(times, (0, len(pieces) + 1 - len(times)), mode="edge")
+    words = []
+    for first, last in word_spans(pieces):
+        text = "".join(pieces[first:last]).strip()
+        if text:
+            words.append(Word(round(float(offset_s + times[first]), 2), round(float(offset_s + times[last]), 2), text))
+    return words

@@ -4,12 +4,13 @@
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install chromium repro test serve
+.PHONY: install chromium repro test test-fast serve
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -r requirements.txt
+	$(VENV)/bin/python -m pip install -q --no-deps -e .   # the svwhisper package and its `svwhisper` command
 	touch $@
 
 install: $(VENV)/.installed
@@ -28,6 +29,10 @@ test: install chromium
 	ruff check .
 	ruff format --check .
 	python -m pytest
+
+# the fast tier: unit tests and small stage runs, no pipeline runs (about a minute on 2 cores)
+test-fast: install
+	python -m pytest -m "not slow"
 
 serve: install
 	python app.py

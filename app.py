@@ -20,12 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_mono_16k
-from svwhisper.decoding import DecodeOptions
 from svwhisper.longform import Segment, to_json, to_srt, to_vtt
-from svwhisper.params import ParamsRangeError, Paths, at_least, load_params, one_of, within
+from svwhisper.params import load_params
+from svwhisper.settings import BACKENDS, AppParams, Paths
 from svwhisper.transcribe import (
-    BACKENDS,
-    CHUNKERS,
     default_model_dir,
     load_backend,
     missing_model,
@@ -33,47 +31,6 @@ from svwhisper.transcribe import (
 )
 
 SILENCE_PEAK = 1e-3  # peak amplitude below which a recording is treated as silence
-
-
-@dataclass(frozen=True)
-class AppParams:
-    host: str = "127.0.0.1"
-    port: int = 7860
-    backend: str = "transformers"
-    max_duration_s: float = 3 * 3600.0
-    max_file_mb: float = 500.0
-    batch_size: int = 8
-    chunker: str = "vad"  # vad (Silero, one speech region per chunk) or energy (cut at the loudness's pauses)
-    beam_size: int = DecodeOptions.beam_size  # the decoding options: svwhisper.decoding.DecodeOptions
-    temperatures: tuple[float, ...] = DecodeOptions.temperatures
-    compression_ratio_threshold: float = DecodeOptions.compression_ratio_threshold
-    logprob_threshold: float = DecodeOptions.logprob_threshold
-    no_speech_threshold: float = DecodeOptions.no_speech_threshold
-    word_timestamps: bool = DecodeOptions.word_timestamps
-
-    def decoding(self) -> DecodeOptions:
-        """The decoding options these params set (svwhisper.decoding)."""
-        names = {f.name for f in dataclasses.fields(DecodeOptions)}
-        return DecodeOptions(**{name: getattr(self, name) for name in names})
-
-    def check(self) -> None:
-        one_of(self, "backend", BACKENDS)
-        for key in ("max_duration_s", "max_file_mb"):
-            if not getattr(self, key) > 0:
-                raise ParamsRangeError(key, f"must be > 0, got {getattr(self, key)}")
-        at_least(self, 1, "batch_size")
-        within(self, 1, 65535, "port")
-        if not self.host.strip():
-            raise ParamsRangeError("host", "must be an address, e.g. 127.0.0.1")
-        one_of(self, "chunker", CHUNKERS)
-        at_least(self, 1, "beam_size")
-        if not self.temperatures or any(not 0 <= t <= 1 for t in self.temperatures) or self.temperatures[0] != 0:
-            raise ParamsRangeError("temperatures", f"must start at 0 and stay within [0, 1], got {self.temperatures}")
-        if not self.compression_ratio_threshold > 1:
-            raise ParamsRangeError("compression_ratio_threshold", "must be > 1 (2.4 is Whisper's)")
-        if not self.logprob_threshold <= 0:
-            raise ParamsRangeError("logprob_threshold", "must be <= 0 (a mean log-probability; -1.0 is Whisper's)")
-        within(self, 0.0, 1.0, "no_speech_threshold")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Seed (the lab): one WhisperFeatureExtractor call per clip with whisper-small's front end (30 s window,
 80 mel bins), the padded float32 (80, 3000) array stored as is (one .npy a clip).
-Ours: `stages.featurize.featurize_split`: log-mel over the clip only, trimmed float16, Parquet
+Ours: `svwhisper.featurize.featurize_split`: log-mel over the clip only, trimmed float16, Parquet
 shards, `num_proc` workers. Both start from the same prepared Parquet (FLAC bytes) and include
 decoding, tokenizing and writing to disk. Targets (issue 4): speedup_vs_seed >= 5,
 size_ratio_vs_seed >= 8, max_abs_diff <= 1e-3 between the model inputs, and peak RSS that does
@@ -25,17 +25,21 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from svwhisper.audio import SAMPLE_RATE, load_audio
+from svwhisper.data import FeatureSplit
+from svwhisper.features import pad_features
+from svwhisper.featurize import featurize_split
+from svwhisper.modeling import train_tokenizer
+from svwhisper.prepare import prepare_split
+from svwhisper.settings import (
+    FeaturizeParams,
+    PrepareParams,
+    Sources,
+)
+from svwhisper.sources import Source
+from svwhisper.text import TextParams, normalize
 
-from stages.featurize import FeaturizeParams, featurize_split  # noqa: E402
-from stages.prepare import PrepareParams, Sources, prepare_split  # noqa: E402
-from svwhisper.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from svwhisper.data import FeatureSplit  # noqa: E402
-from svwhisper.features import pad_features  # noqa: E402
-from svwhisper.modeling import train_tokenizer  # noqa: E402
-from svwhisper.sources import Source  # noqa: E402
-from svwhisper.text import TextParams, normalize  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SAMPLE = REPO / "data" / "sample" / "sv-SE"
 SHARD_SIZE = 64  # small shards, so the memory bound shows at benchmark sizes
@@ -82,8 +86,8 @@ def peak_rss_mb(prepared: Path, num_proc: int) -> float:
     VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would start at ours.
     """
     code = (
-        "import sys, pandas as pd; sys.path.insert(0, sys.argv[1]);"
-        "from benchmarks.featurize import ours_featurize, whisper_small_processor;"
+        "import runpy, sys, pandas as pd; bench = runpy.run_path(sys.argv[1]);"
+        "ours_featurize, whisper_small_processor = bench['ours_featurize'], bench['whisper_small_processor'];"
         "from pathlib import Path; p = Path(sys.argv[2]);"
         "proc = whisper_small_processor(pd.read_parquet(p, columns=['sentence'])['sentence']);"
         "ours_featurize(p, Path(sys.argv[3]), proc, int(sys.argv[4]));"
@@ -91,7 +95,15 @@ def peak_rss_mb(prepared: Path, num_proc: int) -> float:
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
-            [sys.executable, "-c", code, str(REPO), str(prepared), str(Path(tmp) / "f"), str(num_proc)],
+            [
+                sys.executable,
+                "-c",
+                code,
+                str(Path(__file__).resolve()),
+                str(prepared),
+                str(Path(tmp) / "f"),
+                str(num_proc),
+            ],
             capture_output=True,
             text=True,
             check=True,

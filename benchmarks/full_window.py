@@ -14,20 +14,18 @@ and backend, and the 30 s form's slowdown against the cut one.
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from svwhisper.audio import load_audio
+from svwhisper.decode import load_model
+from svwhisper.export import export
+from svwhisper.metrics import error_rates
+from svwhisper.modeling import set_audio_window
+from svwhisper.transcribe import CTranslate2Backend, TransformersBackend
 
-from stages.export import export  # noqa: E402
-from svwhisper.audio import load_audio  # noqa: E402
-from svwhisper.decode import load_model  # noqa: E402
-from svwhisper.metrics import error_rates  # noqa: E402
-from svwhisper.modeling import set_audio_window  # noqa: E402
-from svwhisper.transcribe import CTranslate2Backend, TransformersBackend  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def timed(backend, clips: list, batch_size: int) -> tuple[list[str], float]:

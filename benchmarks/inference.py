@@ -18,14 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from svwhisper.audio import SAMPLE_RATE, load_audio
+from svwhisper.metrics import error_rates
+from svwhisper.params import load_params
+from svwhisper.settings import Paths
+from svwhisper.sources import Clip, Source, iter_clips
+from svwhisper.transcribe import load_backend
 
-from svwhisper.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from svwhisper.metrics import error_rates  # noqa: E402
-from svwhisper.params import Paths, load_params  # noqa: E402
-from svwhisper.sources import Clip, Source, iter_clips  # noqa: E402
-from svwhisper.transcribe import load_backend  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def dir_mb(path: Path) -> float:

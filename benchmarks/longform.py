@@ -26,22 +26,22 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from svwhisper.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from svwhisper.decoding import DecodeOptions  # noqa: E402
-from svwhisper.metrics import error_rates  # noqa: E402
-from svwhisper.params import Paths, load_params  # noqa: E402
-from svwhisper.sources import Clip, Source, iter_clips  # noqa: E402
-from svwhisper.transcribe import (  # noqa: E402
+from svwhisper.audio import SAMPLE_RATE, load_audio
+from svwhisper.decoding import DecodeOptions
+from svwhisper.metrics import error_rates
+from svwhisper.params import load_params
+from svwhisper.settings import Paths
+from svwhisper.sources import Clip, Source, iter_clips
+from svwhisper.transcribe import (
     BACKENDS,
     CHUNKERS,
     decode_clips,
     default_model_dir,
     load_backend,
-    transcribe_samples,  # noqa: E402
+    transcribe_samples,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 RECORDING_S = 180.0
 PAUSE_S = (0.2, 1.5)

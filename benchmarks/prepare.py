@@ -8,16 +8,15 @@ streaming costs. Prints one JSON object as its last line.
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from svwhisper.prepare import prepare_split
+from svwhisper.settings import PrepareParams, Sources
+from svwhisper.sources import Clip, Source, iter_clips
 
-from stages.prepare import PrepareParams, Sources, prepare_split  # noqa: E402
-from svwhisper.sources import Clip, Source, iter_clips  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SAMPLE = REPO / "data" / "sample" / "sv-SE"
 

@@ -16,25 +16,23 @@ The last line printed is one JSON object.
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from svwhisper.audio import load_audio
+from svwhisper.data import SpeechCollator
+from svwhisper.features import compact_log_mel
+from svwhisper.modeling import build_local
+from svwhisper.params import load_params
+from svwhisper.settings import ModelParams, TrainParams
+from svwhisper.sources import Clip, Source, iter_clips
+from svwhisper.text import normalize
+from svwhisper.trainer import ctc_loss
 
-from stages.base_model import ModelParams  # noqa: E402
-from stages.train import TrainParams, ctc_loss  # noqa: E402
-from svwhisper.audio import load_audio  # noqa: E402
-from svwhisper.data import SpeechCollator  # noqa: E402
-from svwhisper.features import compact_log_mel  # noqa: E402
-from svwhisper.modeling import build_local  # noqa: E402
-from svwhisper.params import load_params  # noqa: E402
-from svwhisper.sources import Clip, Source, iter_clips  # noqa: E402
-from svwhisper.text import normalize  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SAMPLE = REPO / "data" / "sample" / "sv-SE"
 

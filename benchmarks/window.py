@@ -16,21 +16,19 @@ setting's cost relative to the 4 s window.
 import argparse
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from svwhisper.audio import load_audio
+from svwhisper.data import SpeechCollator
+from svwhisper.features import compact_log_mel
+from svwhisper.modeling import set_audio_window, set_language_and_task
+from svwhisper.sources import Clip, Source, iter_clips
+from svwhisper.whisper_base import load_whisper_base
 
-from svwhisper.audio import load_audio  # noqa: E402
-from svwhisper.data import SpeechCollator  # noqa: E402
-from svwhisper.features import compact_log_mel  # noqa: E402
-from svwhisper.modeling import set_audio_window, set_language_and_task  # noqa: E402
-from svwhisper.sources import Clip, Source, iter_clips  # noqa: E402
-from svwhisper.whisper_base import load_whisper_base  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SAMPLE = REPO / "data" / "sample" / "sv-SE"
 

@@ -13,7 +13,6 @@ one gets Swedish/transcribe set.
 """
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,40 +20,9 @@ import pandas as pd
 from svwhisper import whisper_base
 from svwhisper.files import atomic_dir
 from svwhisper.modeling import build_local, load_pretrained, set_audio_window, set_language_and_task
-from svwhisper.params import ParamsRangeError, at_least, load_params, one_of
-from svwhisper.text import TextParams, label_text
-
-
-@dataclass(frozen=True)
-class ModelParams:
-    name: str = "scratch"
-    language: str = "sv"
-    task: str = "transcribe"
-    vocab_size: int = 320
-    chunk_length_s: int = 4
-    num_mel_bins: int = 80
-    d_model: int = 128
-    encoder_layers: int = 2
-    decoder_layers: int = 2
-    attention_heads: int = 4
-    ffn_dim: int = 512
-    max_target_positions: int = 64
-    seed: int = 0
-
-    def check(self) -> None:
-        if not self.name.strip():
-            raise ValueError(f"name must be scratch, {whisper_base.NAME}, a hub id or a local dir")
-        if not 1 <= self.chunk_length_s <= 30:
-            window = self.chunk_length_s
-            raise ParamsRangeError("chunk_length_s", f"must be 1..30 s (Whisper's window is 30), got {window}")
-        one_of(self, "task", ("transcribe", "translate"))
-        if self.vocab_size <= 256:
-            raise ParamsRangeError("vocab_size", f"must exceed the 256 byte tokens, got {self.vocab_size}")
-        at_least(self, 1, "num_mel_bins", "d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim")
-        at_least(self, 8, "max_target_positions")  # the prompt alone takes 4
-        at_least(self, 0, "seed")
-        if self.d_model % self.attention_heads:
-            raise ParamsRangeError("d_model", f"({self.d_model}) must be a multiple of attention_heads")
+from svwhisper.params import load_params
+from svwhisper.settings import ModelParams, TextParams
+from svwhisper.text import label_text
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ wer_orthographic, cer_orthographic, n_utterances, hours) and a per-utterance TSV
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +20,8 @@ from svwhisper.data import FeatureSplit, SpeechCollator
 from svwhisper.decode import PROMPT_TOKENS, generate_text, load_model
 from svwhisper.files import write_text_atomic
 from svwhisper.metrics import error_rates, word_errors
-from svwhisper.params import PARAMS_FILE, ParamsError, at_least, check_generation_fits, load_params
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    batch_size: int = 16
-    max_new_tokens: int = 128
-    num_beams: int = 1
-
-    def check(self) -> None:
-        at_least(self, 1, "batch_size", "max_new_tokens", "num_beams")
+from svwhisper.params import PARAMS_FILE, ParamsError, check_generation_fits, load_params
+from svwhisper.settings import EvaluateParams
 
 
 def transcribe_split(model_dir: Path, split: FeatureSplit, params: EvaluateParams, name: str) -> list[str]:

@@ -17,19 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from svwhisper.settings import DecodeOptions
+
 SECONDS_PER_POSITION = 0.02  # one encoder position: two 10 ms log-mel frames
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How each chunk is decoded (the `app` block and the CLI flags of the same names)."""
-
-    beam_size: int = 5  # beams at temperature 0 (1 = greedy); sampling never uses beams
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # tried in order until a result passes
-    compression_ratio_threshold: float = 2.4  # text whose gzip ratio is above this is a loop: decode again
-    logprob_threshold: float = -1.0  # mean token log-probability below this: decode again
-    no_speech_threshold: float = 0.6  # P(<|nocaptions|>) above this, with an improbable text: no speech
-    word_timestamps: bool = True  # word start and end times from the alignment heads
 
 
 @dataclass

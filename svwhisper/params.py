@@ -12,7 +12,6 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -218,19 +217,3 @@ def check_generation_fits(path: Path, block: str, key: str, value: int, prompt: 
             f"decoder's {max_target_positions} positions (max_target_positions): use at most "
             f"{max_target_positions - prompt}"
         )
-
-
-@dataclass(frozen=True)
-class Paths:
-    """The `paths` block: every file and dir the stages and the app share (dvc.yaml uses ${paths.*})."""
-
-    prepared: str
-    prepare_report: str
-    base_model: str
-    features: str
-    final_model: str
-    exported: str
-    checkpoints: str
-    train_log: str
-    metrics: str
-    predictions: str

@@ -17,37 +17,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from svwhisper import whisper_base
+from svwhisper.folders import SAVED_MODEL, missing_groups
+from svwhisper.settings import PublishParams
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-MODEL_FILES = (
-    "model.safetensors",
-    "config.json",
-    "generation_config.json",
-    "processor_config.json",
-    "preprocessor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "normalizer.json",
-)
 SAMPLE_CORPUS = "data/sample"  # sources under it are the shipped synthetic corpus: the model is a demo
-
-
-@dataclass(frozen=True)
-class PublishParams:
-    license: str = "apache-2.0"  # the model's licence on the Hub (openai/whisper-* are apache-2.0)
-    dataset_name: str = ""  # test set name in the card; "" = derived from the prepare sources
-    commit_message: str = "svwhisper model"
 
 
 class PublishError(Exception):
@@ -256,10 +236,10 @@ print(asr("clip.wav")["text"])
 
 
 def check_model(model_dir: Path) -> None:
-    if not (model_dir / "model.safetensors").is_file() or not (model_dir / "config.json").is_file():
+    if missing_groups(model_dir, "transformers")[0]:
         raise PublishError(
-            f"no model in {model_dir} (model.safetensors and config.json): run `make repro` (builds it) or "
-            f"`dvc pull` (fetches it)"
+            f"no model in {model_dir} (weights, config, tokenizer and processor files): run `make repro` (builds "
+            f"it) or `dvc pull` (fetches it)"
         )
 
 
@@ -281,7 +261,7 @@ def write_folder(repo: Path, model_dir: Path, out: Path, params: PublishParams, 
     """The exact folder to upload: the model's weights (safetensors), processor files, generation config, card."""
     card = build_card(repo, model_dir, params, paths)
     out.mkdir(parents=True, exist_ok=True)
-    for name in MODEL_FILES:
+    for name in SAVED_MODEL:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, out / name)
     (out / "README.md").write_text(card, encoding="utf-8")
@@ -315,7 +295,8 @@ def upload(folder: Path, repo_id: str, private: bool, message: str, token: str) 
 
 def publish(repo: Path, repo_id: str, dry_run: Path | None, private: bool = False) -> Path | str:
     """Write the folder (`dry_run`) or upload it to `repo_id`; the folder or the commit URL."""
-    from svwhisper.params import Paths, load_params
+    from svwhisper.params import load_params
+    from svwhisper.settings import Paths
 
     if not REPO_ID.match(repo_id):
         raise PublishError(f"the Hub repo must be owner/name (e.g. you/svwhisper-small-sv), got {repo_id!r}")

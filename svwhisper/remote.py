@@ -23,30 +23,16 @@ import queue
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from transformers import TrainerCallback
 
 from svwhisper.checkpoints import COMPLETE, checkpoints_in, resumable, step_of
-from svwhisper.params import ParamsRangeError
+from svwhisper.settings import RemoteParams
 
 CHECKPOINTS = "checkpoints"  # top folder of the mirrored checkpoints on the remote, beside DVC's files/
 SETUP = "see the README, section Remote storage"
-
-
-@dataclass(frozen=True)
-class RemoteParams:
-    name: str = ""  # DVC remote for checkpoints; "" = the default remote (`dvc remote default`)
-    push_checkpoints: bool = True  # mirror each complete checkpoint while training (no remote: they stay local)
-    check_timeout_s: float = 60.0  # the reachability check gives up after this long
-    close_timeout_s: float = 600.0  # at the end of training, the last checkpoint upload is waited for this long
-
-    def check(self) -> None:
-        for key in ("check_timeout_s", "close_timeout_s"):
-            if not getattr(self, key) > 0:
-                raise ParamsRangeError(key, f"must be > 0, got {getattr(self, key)}")
 
 
 class RemoteError(Exception):
@@ -367,9 +353,9 @@ def pull_checkpoints(store: CheckpointStore, run_dir: Path) -> list[Path]:
 
 def run_of(repo: Path) -> tuple[Path, str]:
     """(checkpoint dir, fingerprint) of the train run that params.yaml and the inputs on disk describe."""
-    from stages.train import TrainParams
     from svwhisper.checkpoints import run_fingerprint
-    from svwhisper.params import Paths, load_params
+    from svwhisper.params import load_params
+    from svwhisper.settings import Paths, TrainParams
 
     paths = load_params(Paths, "paths", repo / "params.yaml")
     train = load_params(TrainParams, "train", repo / "params.yaml")

@@ -15,66 +15,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from svwhisper.settings import Source
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus")
 CV_COLUMNS = ("client_id", "path", "sentence", "up_votes", "down_votes")
 MANIFEST_COLUMNS = ("path", "sentence")
-# the fields each kind needs (besides `kind`); fields of other kinds must be left unset
-KIND_FIELDS = {
-    "commonvoice": {"path", "tsv"},
-    "manifest": {"path"},
-    "folder": {"path"},
-    "hf": {"name"},
-}
-HF_ONLY = ("name", "config", "split", "revision", "streaming", "audio_column", "text_column", "speaker_column")
 
 
 class ManifestError(ValueError):
     """A table that cannot be read as a manifest; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """One entry of `prepare.sources.<split>` in params.yaml."""
-
-    kind: str  # commonvoice | manifest | folder | hf
-    path: str = ""  # commonvoice: locale dir; manifest: .csv/.tsv file; folder: dir; hf: local data files (glob)
-    tsv: str = ""  # commonvoice: train, dev, test, validated, other, ...
-    name: str = ""  # hf: hub id (fixie-ai/common_voice_17_0) or a file builder (parquet, csv, audiofolder)
-    config: str = ""  # hf: configuration, e.g. sv-SE
-    split: str = "train"  # hf: split of that dataset
-    revision: str = ""  # hf: commit or tag to pin, so that a rerun reads the same data
-    streaming: bool = False  # hf: read rows as they download instead of caching the whole set first
-    audio_column: str = "audio"  # hf: column holding audio ({bytes, path} or a path)
-    text_column: str = "sentence"  # hf: column holding the transcript
-    speaker_column: str = ""  # hf: column naming the speaker ("" = unknown)
-
-    def check(self) -> None:
-        if self.kind not in KIND_FIELDS:
-            raise ValueError(f"kind {self.kind!r} is not one of {', '.join(KIND_FIELDS)}")
-        for field in KIND_FIELDS[self.kind]:
-            if not getattr(self, field):
-                raise ValueError(f"a {self.kind} source needs {field!r}")
-        if self.tsv and self.kind != "commonvoice":
-            raise ValueError(f"'tsv' is for commonvoice sources, not {self.kind}")
-        defaults = Source(kind=self.kind)
-        stray = [f for f in HF_ONLY if self.kind != "hf" and getattr(self, f) != getattr(defaults, f)]
-        if stray:
-            raise ValueError(f"{', '.join(stray)} only apply to hf sources, not {self.kind}")
-
-    def describe(self) -> str:
-        """A short name for logs and the report, e.g. `commonvoice:data/cv/sv-SE/train.tsv`."""
-        if self.kind == "commonvoice":
-            return f"commonvoice:{Path(self.path) / self.tsv}.tsv"
-        if self.kind == "hf":
-            parts = [self.name, self.config, self.split, self.path]
-            return "hf:" + "/".join(p for p in parts if p)
-        return f"{self.kind}:{self.path}"
-
-    def local_paths(self) -> list[Path]:
-        """Files or dirs on this machine that the source reads (none for a hub dataset)."""
-        if not self.path:
-            return []
-        return [Path(self.path.split("*")[0] or ".")]  # a glob's fixed prefix
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 import re
 import unicodedata
-from dataclasses import dataclass
+
+from svwhisper.settings import TextParams
 
 # Keep letters (å ä ö é and every other letter), digits and spaces; everything else is
 # punctuation or symbols and becomes a space, so "hej,då" does not merge into one word.
@@ -15,13 +16,6 @@ def normalize(text: str) -> str:
     text = unicodedata.normalize("NFC", text).lower()
     text = _NOT_WORD.sub(" ", text)
     return _SPACES.sub(" ", text).strip()
-
-
-@dataclass(frozen=True)
-class TextParams:
-    """The shared `text` block of params.yaml."""
-
-    normalize_labels: bool = True  # train on normalize(sentence) instead of the sentence as written
 
 
 def label_text(sentence: str, params: TextParams) -> str:

@@ -29,9 +29,10 @@ from svwhisper.decoding import (
     decode_with_fallback,
     words_from_path,
 )
+from svwhisper.folders import missing_groups
 from svwhisper.longform import Segment, segments_of, speech_chunks, to_json, to_srt, to_vtt
+from svwhisper.settings import BACKENDS, CHUNKERS
 
-BACKENDS = ("transformers", "ctranslate2")
 # A chunk never holds more speech than its window: 15 tokens a second is about twice the fastest speech
 # (the sample corpus peaks at 8, fast conversational Swedish at about 10), so real text is never cut,
 # while a decoder caught in a repetition loop stops after 60 tokens of a 4 s window instead of 444.
@@ -284,20 +285,13 @@ def default_model_dir(backend: str, paths) -> str:
     return paths.exported if backend == "ctranslate2" else paths.final_model
 
 
-# the files each backend cannot load without (any one of a tuple)
-PROCESSOR = ("processor_config.json", "preprocessor_config.json")
-TRANSFORMERS_FILES = (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("tokenizer.json",), PROCESSOR)
-CT2_FILES = (("config.json",), ("model.bin",), ("vocabulary.json", "vocabulary.txt"), ("tokenizer.json",), PROCESSOR)
-
-
 def missing_model(model_dir: str | Path, backend: str) -> str:
     """A message saying what to run when `model_dir` holds no model for `backend`, else ""."""
-    needed = CT2_FILES if backend == "ctranslate2" else TRANSFORMERS_FILES
-    present = [names for names in needed if any((Path(model_dir) / n).is_file() for n in names)]
+    missing, any_present = missing_groups(model_dir, backend)
     fix = "run `make repro` (builds it) or `dvc pull` (fetches it)"
-    if not present:
+    if not any_present:
         return f"no model in {model_dir} for the {backend} backend: {fix}"
-    if missing := [" or ".join(names) for names in needed if names not in present]:
+    if missing:
         return (
             f"the model in {model_dir} is incomplete (no {', '.join(missing)}): an interrupted `dvc pull` or copy? "
             f"`dvc pull -f` fetches it whole; or {fix}"
@@ -312,9 +306,6 @@ def load_backend(name: str, model_dir: str | Path):
     if problem := missing_model(model_dir, name):
         raise FileNotFoundError(problem)
     return TransformersBackend(model_dir) if name == "transformers" else CTranslate2Backend(model_dir)
-
-
-CHUNKERS = ("vad", "energy")
 
 
 def chunks_of(samples: np.ndarray, window_s: float, chunker: str) -> list:
@@ -388,7 +379,8 @@ def main() -> None:
         word_timestamps=not args.no_word_timestamps,
     )
     if args.model_dir is None:
-        from svwhisper.params import Paths, load_params
+        from svwhisper.params import load_params
+        from svwhisper.settings import Paths
 
         args.model_dir = default_model_dir(args.backend, load_params(Paths, "paths"))
     try:

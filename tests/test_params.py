@@ -2,30 +2,9 @@ from dataclasses import FrozenInstanceError, dataclass
 
 import pytest
 
-from app import AppParams
 from conftest import REPO
-from stages.base_model import ModelParams
-from stages.evaluate import EvaluateParams
-from stages.featurize import FeaturizeParams
-from stages.prepare import PrepareParams
-from stages.train import TrainParams
-from svwhisper.params import ParamsError, Paths, load_params
-from svwhisper.publish import PublishParams
-from svwhisper.remote import RemoteParams
-from svwhisper.text import TextParams
-
-BLOCKS = {
-    "paths": Paths,
-    "prepare": PrepareParams,
-    "text": TextParams,
-    "model": ModelParams,
-    "featurize": FeaturizeParams,
-    "train": TrainParams,
-    "evaluate": EvaluateParams,
-    "app": AppParams,
-    "remote": RemoteParams,
-    "publish": PublishParams,
-}
+from svwhisper.params import ParamsError, load_params
+from svwhisper.settings import BLOCKS, TrainParams
 
 
 @dataclass(frozen=True)
@@ -47,6 +26,20 @@ def test_every_block_of_the_shipped_params_loads(block, cls):
     params = load_params(cls, block, REPO / "params.yaml")
     with pytest.raises(FrozenInstanceError):
         setattr(params, next(iter(params.__dataclass_fields__)), None)
+
+
+@pytest.mark.parametrize("block, cls", BLOCKS.items())
+def test_every_default_is_the_value_params_yaml_ships(block, cls):
+    """One source of truth: code that builds `TrainParams()` runs what a user's `make repro` runs."""
+    shipped, default = load_params(cls, block, REPO / "params.yaml"), cls()
+    differ = {k: (getattr(default, k), getattr(shipped, k)) for k in cls.__dataclass_fields__}
+    assert {k: v for k, v in differ.items() if v[0] != v[1]} == {}
+
+
+def test_params_yaml_has_exactly_the_blocks_the_settings_define():
+    import yaml
+
+    assert list(yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))) == list(BLOCKS)
 
 
 def test_dvc_exp_scientific_notation_string_becomes_a_float(tmp_path):

@@ -7,8 +7,9 @@ import pytest
 import soundfile as sf
 
 from conftest import SAMPLE
-from stages.prepare import PrepareParams, Sources, overlaps, prepare_split
 from svwhisper.audio import load_audio
+from svwhisper.prepare import overlaps, prepare_split
+from svwhisper.settings import PrepareParams, Sources
 from svwhisper.sources import Source
 
 HEADER = "client_id\tpath\tsentence_id\tsentence\tup_votes\tdown_votes\tage\tgender\tlocale\tnew_column"

@@ -10,8 +10,9 @@ import torch
 from safetensors import safe_open
 
 from conftest import REPO, override_params, run
-from stages.train import TrainParams, ctc_targets, train_or_explain_oom
 from svwhisper.params import ParamsError, parse_block
+from svwhisper.settings import TrainParams
+from svwhisper.trainer import ctc_targets, train_or_explain_oom
 from svwhisper.training import resolve_precision
 
 
@@ -131,6 +132,7 @@ def test_freeze_encoder_trains_the_decoder_only(tiny_repo, tmp_path):
     assert round(evaluated["runtime"] * evaluated["samples_per_second"]) == 4  # eval_max_samples of the 8 dev clips
 
 
+@pytest.mark.slow
 def test_fp16_on_a_cpu_stops_before_any_work(tiny_repo, tmp_path):
     done = run_train_stage(tiny_repo, tmp_path, {"precision": "fp16"})
     assert done.returncode != 0

@@ -1,0 +1,90 @@
+"""Log-mel features and label ids of prepared splits (the featurize stage's work), in bounded Parquet shards,
+computed over worker processes, byte-identical whatever their number."""
+
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from transformers import WhisperProcessor
+
+from svwhisper.audio import load_audio
+from svwhisper.features import compact_log_mel
+from svwhisper.files import atomic_dir
+from svwhisper.settings import FeaturizeParams, TextParams
+from svwhisper.text import label_text
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # num_proc processes, not num_proc x all-cores threads
+
+
+def log_mel_of(audio: list[bytes], feature_extractor) -> list[np.ndarray]:
+    """FLAC bytes -> trimmed float16 (frames, mel) log-mel, one array per clip."""
+    return [compact_log_mel(load_audio(a), feature_extractor) for a in audio]
+
+
+def featurize_shard(
+    table: pd.DataFrame, processor: WhisperProcessor, text: TextParams, max_label_len: int, pool=None, workers=1
+) -> pd.DataFrame:
+    """Prepared rows -> rows of (id, sentence, duration_s, features, n_frames, n_mels, labels).
+
+    `pool` (a ProcessPoolExecutor of `workers` processes) spreads the log-mel work; None computes it here.
+    """
+    window_s = processor.feature_extractor.chunk_length
+    too_long = table[table["duration_s"] > window_s + 1e-6]
+    if len(too_long):
+        raise SystemExit(
+            f"featurize: {len(too_long)} clips are longer than the model's {window_s} s window "
+            f"(e.g. {too_long['id'].iloc[0]}, {too_long['duration_s'].iloc[0]:.2f} s): "
+            "lower prepare.max_duration_s or raise model.chunk_length_s"
+        )
+    audio = table["audio"].to_list()
+    if pool is None:
+        features = log_mel_of(audio, processor.feature_extractor)
+    else:
+        n_chunks = workers * 4  # small chunks keep the workers evenly busy
+        chunks = [audio[i::n_chunks] for i in range(n_chunks)]
+        results = list(pool.map(log_mel_of, chunks, [processor.feature_extractor] * n_chunks))
+        features = [None] * len(audio)
+        for i, result in enumerate(results):
+            features[i::n_chunks] = result
+    labels = processor.tokenizer([label_text(s, text) for s in table["sentence"]]).input_ids
+    longest = max(range(len(labels)), key=lambda i: len(labels[i]))
+    if len(labels[longest]) > max_label_len:
+        raise SystemExit(
+            f"featurize: clip {table['id'].iloc[longest]} has {len(labels[longest])} label tokens, more than the "
+            f"model's {max_label_len} positions: raise model.max_target_positions or filter longer sentences"
+        )
+    return pd.DataFrame(
+        {
+            "id": table["id"].to_list(),
+            "sentence": table["sentence"].to_list(),
+            "duration_s": table["duration_s"].to_list(),
+            "features": [f.tobytes() for f in features],
+            "n_frames": [f.shape[0] for f in features],
+            "n_mels": [f.shape[1] for f in features],
+            "labels": [np.asarray(ids, dtype=np.int32) for ids in labels],
+        }
+    )
+
+
+def featurize_split(
+    prepared: Path, out_dir: Path, processor, params: FeaturizeParams, text: TextParams, max_label_len: int
+) -> tuple[int, int]:
+    """One prepared Parquet file -> `out_dir/part-NNNNN.parquet` shards, whole or not at all (written to a temp
+    dir beside it, then renamed); returns (clips, shards)."""
+    pool = ProcessPoolExecutor(params.num_proc, initializer=_one_thread) if params.num_proc > 1 else None
+    clips = shards = 0
+    try:
+        with atomic_dir(out_dir) as partial:
+            for batch in pq.ParquetFile(prepared).iter_batches(batch_size=params.shard_size):
+                table = featurize_shard(batch.to_pandas(), processor, text, max_label_len, pool, params.num_proc)
+                table.to_parquet(partial / f"part-{shards:05d}.parquet", index=False, compression="zstd")
+                clips, shards = clips + len(table), shards + 1
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return clips, shards

@@ -1,0 +1,177 @@
+"""Fine-tuning Whisper with the Trainer: the model to train, the joint CTC loss, the Trainer's arguments, the dev-WER
+metric, dvclive logging by step, and the final save. The train stage (stages/train.py) wires these together.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+)
+from transformers.integrations import DVCLiveCallback
+
+from svwhisper.files import atomic_dir
+from svwhisper.metrics import error_rates
+from svwhisper.settings import TrainParams
+from svwhisper.training import (
+    add_lora,
+    freeze_encoder,
+    is_out_of_memory,
+    merge_lora,
+    oom_advice,
+    trainable_fraction,
+)
+
+
+def ctc_targets(labels: torch.Tensor, first_special_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded label rows -> (concatenated text-token targets, length per row) for torch's CTC loss.
+
+    Special tokens (ids >= first_special_id: prefix, timestamps, end of text) and -100 padding
+    are not spoken, so they are not CTC targets.
+    """
+    spoken = (labels >= 0) & (labels < first_special_id)
+    return labels[spoken], spoken.sum(dim=1)
+
+
+def ctc_loss(head: torch.nn.Module, encoder_out: torch.Tensor, labels: torch.Tensor, blank_id: int) -> torch.Tensor:
+    """CTC loss of `head` over the encoder output (batch, frames, d_model) against the spoken label tokens."""
+    log_probs = head(encoder_out).log_softmax(-1).transpose(0, 1)
+    targets, target_lengths = ctc_targets(labels, blank_id)
+    input_lengths = torch.full((labels.shape[0],), log_probs.shape[0], dtype=torch.long)
+    return torch.nn.functional.ctc_loss(
+        log_probs, targets, input_lengths, target_lengths, blank=blank_id, zero_infinity=True
+    )
+
+
+class JointCTCTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer plus an auxiliary CTC loss on the encoder output, in training only.
+
+    loss = (1 - ctc_weight) * decoder cross-entropy + ctc_weight * CTC(encoder). The CTC head is
+    `model.ctc_head`, removed before the final save, so the served model is a plain Whisper.
+    Joint CTC-attention training makes a from-scratch encoder learn alignment much sooner
+    (Kim, Hori & Watanabe, 2017); for fine-tuning a pretrained Whisper it stays off (0).
+    """
+
+    def __init__(self, *args, ctc_weight: float, blank_id: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ctc_weight = ctc_weight
+        self.blank_id = blank_id  # <|endoftext|>: the first special id, never a spoken target
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        if model.training and self.ctc_weight > 0:
+            head = self.accelerator.unwrap_model(model).ctc_head  # under DDP, `model` is the wrapper
+            ctc = ctc_loss(head, outputs.encoder_last_hidden_state, labels, self.blank_id)
+            loss = (1 - self.ctc_weight) * loss + self.ctc_weight * ctc
+        return (loss, outputs) if return_outputs else loss
+
+
+class TrainStepDVCLive(DVCLiveCallback):
+    """DVCLiveCallback whose `step` is the training step (transformers' own counts log calls)."""
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        if self.live is not None:  # None outside the main process
+            self.live.step = state.global_step
+        super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
+
+def wer_metric(processor: WhisperProcessor):
+    """compute_metrics for the Trainer: normalised WER and CER of generated vs reference text."""
+    pad_id = processor.tokenizer.pad_token_id
+
+    def compute(pred) -> dict[str, float]:
+        labels = np.where(pred.label_ids == -100, pad_id, pred.label_ids)
+        predictions = np.where(pred.predictions == -100, pad_id, pred.predictions)
+        hypotheses = processor.batch_decode(predictions, skip_special_tokens=True)
+        references = processor.batch_decode(labels, skip_special_tokens=True)
+        return error_rates(references, hypotheses)
+
+    return compute
+
+
+def training_args(params: TrainParams, checkpoints: Path, precision: str) -> Seq2SeqTrainingArguments:
+    return Seq2SeqTrainingArguments(
+        output_dir=str(checkpoints),
+        learning_rate=params.learning_rate,
+        lr_scheduler_type=params.lr_scheduler,
+        warmup_steps=params.warmup_steps,
+        max_steps=params.max_steps,
+        per_device_train_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        activation_checkpointing=params.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        use_cpu=not torch.cuda.is_available(),  # also what lets torchrun run several CPU processes (gloo)
+        # every weight gets a gradient each step; the CTC head is used outside forward(), which DDP's
+        # unused-parameter search would count twice
+        ddp_find_unused_parameters=False,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        per_device_eval_batch_size=params.eval_batch_size,
+        weight_decay=params.weight_decay,
+        eval_strategy="steps",
+        eval_steps=params.eval_steps,
+        save_strategy="steps",
+        save_steps=params.save_steps,
+        save_total_limit=2,  # the best and the newest
+        logging_steps=params.logging_steps,
+        load_best_model_at_end=True,
+        metric_for_best_model="wer",
+        greater_is_better=False,
+        predict_with_generate=True,
+        generation_max_length=params.generation_max_length,
+        seed=params.seed,
+        data_seed=params.seed,
+        report_to=[],  # dvclive is added as a callback, with the paths dvc.yaml declares
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def build_model(params: TrainParams, base_model: Path, blank_id: int):
+    """The model to train: the base Whisper with dropout/SpecAugment set, then the CTC head, a frozen
+    encoder or LoRA adapters as the params say. Prints how many weights train."""
+    model = WhisperForConditionalGeneration.from_pretrained(base_model, dropout=params.dropout)
+    model.config.apply_spec_augment = params.spec_augment
+    model.config.mask_time_prob = params.mask_time_prob
+    model.config.mask_feature_prob = params.mask_feature_prob
+    if params.ctc_weight > 0:
+        # spoken tokens and one blank (eot's id) only: timestamps and language tokens never occur
+        model.ctc_head = torch.nn.Linear(model.config.d_model, blank_id + 1)
+    if params.freeze_encoder:
+        freeze_encoder(model)
+    if params.lora_rank:
+        model = add_lora(model, params.lora_rank, params.lora_alpha, params.lora_dropout, params.lora_targets)
+        if params.gradient_checkpointing:
+            model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    trainable, total = trainable_fraction(model)
+    print(f"train: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters train")
+    return model
+
+
+def train_or_explain_oom(trainer: Seq2SeqTrainer, params: TrainParams, resume_from: Path | None) -> None:
+    """trainer.train(), with an out-of-memory error turned into the knobs to turn (checkpoints stay for resume)."""
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        advice = oom_advice(params.batch_size, params.gradient_accumulation_steps, params.gradient_checkpointing)
+        raise SystemExit(f"{advice}\n({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+
+def save_final(trainer: Seq2SeqTrainer, processor: WhisperProcessor, out: Path) -> None:
+    """The best checkpoint's weights (load_best_model_at_end put them back) as a plain Whisper in `out`, whole or
+    not at all: written to a temp dir beside it, then renamed."""
+    print(f"train: best dev WER {trainer.state.best_metric:.4f} at {trainer.state.best_model_checkpoint}")
+    final = merge_lora(trainer.model)  # a plain Whisper: serving needs no peft
+    if hasattr(final, "ctc_head"):
+        del final.ctc_head  # a training aid only
+    final.config.apply_spec_augment = False  # a served model never masks its input
+    final.config.use_cache = True
+    with atomic_dir(out) as tmp:
+        final.save_pretrained(tmp)
+        processor.save_pretrained(tmp)

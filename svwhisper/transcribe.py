@@ -31,7 +31,7 @@ from svwhisper.decoding import (
 )
 from svwhisper.folders import missing_groups
 from svwhisper.longform import Segment, segments_of, speech_chunks, to_json, to_srt, to_vtt
-from svwhisper.settings import BACKENDS, CHUNKERS
+from svwhisper.settings import BACKENDS, CHUNKERS, AppParams
 
 # A chunk never holds more speech than its window: 15 tokens a second is about twice the fastest speech
 # (the sample corpus peaks at 8, fast conversational Swedish at about 10), so real text is never cut,
@@ -352,15 +352,16 @@ def transcribe_samples(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("audio", type=Path, help="any file libsndfile or FFmpeg can decode")
-    parser.add_argument("--backend", choices=BACKENDS, default="transformers")
+    parser.add_argument("--backend", choices=BACKENDS, default=AppParams().backend)
     parser.add_argument("--model-dir", help="default: paths.final_model, or paths.exported for ctranslate2")
     parser.add_argument("--srt", type=Path, help="write SubRip subtitles here")
     parser.add_argument("--vtt", type=Path, help="write WebVTT subtitles here")
     parser.add_argument("--json", type=Path, help="write the segments with every word's start and end here")
     parser.add_argument("--words-per-cue", type=int, default=0, help="SRT/VTT cues of at most N words (0: a segment)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--chunker", choices=CHUNKERS, default="vad")
-    defaults = DecodeOptions()
+    app = AppParams()  # the app's settings are the CLI's defaults
+    parser.add_argument("--batch-size", type=int, default=app.batch_size)
+    parser.add_argument("--chunker", choices=CHUNKERS, default=app.chunker)
+    defaults = app.decoding()
     parser.add_argument("--beam-size", type=int, default=defaults.beam_size)
     parser.add_argument(
         "--temperatures", type=float, nargs="+", default=list(defaults.temperatures), help="0 alone: no fallback"

@@ -108,10 +108,12 @@ def recording_of(repo: Path, names: list[str], gaps_s: list[float]) -> tuple[np.
 @pytest.mark.parametrize("backend, model_dir", [("transformers", "models/final"), ("ctranslate2", "models/ct2")])
 def test_words_are_timed_where_their_clip_is_in_the_recording(pretrained_repo, backend, model_dir):
     from conftest import sample_rows
+    from svwhisper.settings import DecodeOptions
     from svwhisper.transcribe import load_backend, transcribe_samples
 
     samples, starts = recording_of(pretrained_repo, [r[1] for r in sample_rows(3)], [1.0, 0.8, 1.3])
-    segments = transcribe_samples(samples, load_backend(backend, pretrained_repo / model_dir))
+    backend = load_backend(backend, pretrained_repo / model_dir)
+    segments = transcribe_samples(samples, backend)
     assert len(segments) == 3, segments
     words = [w for s in segments for w in s.words]
     assert len(words) >= 6 and [w.text for w in words] == [w for s in segments for w in s.text.split()]
@@ -120,6 +122,8 @@ def test_words_are_timed_where_their_clip_is_in_the_recording(pretrained_repo, b
     for segment, start in zip(segments, starts, strict=True):
         assert abs(segment.words[0].start_s - start) < 0.3, (segment, start)
         assert segment.start_s == segment.words[0].start_s and segment.end_s == segment.words[-1].end_s
+    untimed = transcribe_samples(samples, backend, options=DecodeOptions(word_timestamps=False))
+    assert [s.text for s in untimed] == [s.text for s in segments] and not any(s.words for s in untimed)
 
 
 @pytest.mark.parametrize("backend, model_dir", [("transformers", "models/final"), ("ctranslate2", "models/ct2")])

@@ -11,6 +11,7 @@ import yaml
 
 from conftest import run
 from svwhisper import publish
+from svwhisper.folders import SAVED_MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def test_dry_run_folder_has_a_card_with_the_committed_metrics_and_loads_back(rep
     assert f"| train | {report['splits']['train']['kept']} |" in text
 
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["README.md", *(p.name for p in (repo / "models/final").iterdir() if p.name in publish.MODEL_FILES)]
+        ["README.md", *(p.name for p in (repo / "models/final").iterdir() if p.name in SAVED_MODEL)]
     )
     assert not list(folder.glob("*.bin")) and (folder / "model.safetensors").is_file()
     model = WhisperForConditionalGeneration.from_pretrained(folder)
@@ -120,10 +121,17 @@ def test_refusals_name_the_problem(repo, tmp_path, monkeypatch):
     shutil.copytree(repo, other, symlinks=True, ignore=shutil.ignore_patterns("final"))
     with pytest.raises(publish.PublishError, match="no model in .*models/final"):
         publish.publish(other, "someone/svwhisper-tiny", tmp_path / "y")
-    # a model that is not the one dvc.lock records gets no card
+    # a model with its weights but nothing else is not a model
     (other / "models/final").mkdir()
     for name in ("model.safetensors", "config.json"):
         shutil.copy(repo / "models/final" / name, other / "models/final" / name)
+    with pytest.raises(publish.PublishError, match="no model in .*tokenizer and processor"):
+        publish.publish(other, "someone/svwhisper-tiny", tmp_path / "y")
+    # a whole model that is not the one dvc.lock records gets no card
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "generation_config.json"):
+        shutil.copy(repo / "models/final" / name, other / "models/final" / name)
+    with (other / "models/final/config.json").open("a", encoding="utf-8") as config:
+        config.write("\n")  # the same model, but not the bytes dvc.lock records
     with pytest.raises(publish.PublishError, match="not what dvc.lock records"):
         publish.publish(other, "someone/svwhisper-tiny", tmp_path / "z")
     assert not (tmp_path / "z").exists()

@@ -32,7 +32,7 @@ from svwhisper.checkpoints import COMPLETE, checkpoints_in, resumable, step_of
 from svwhisper.settings import RemoteParams
 
 CHECKPOINTS = "checkpoints"  # top folder of the mirrored checkpoints on the remote, beside DVC's files/
-SETUP = "see the README, section Remote storage"
+SETUP = "see docs/remote.md"
 
 
 class RemoteError(Exception):

@@ -1,7 +1,7 @@
 """The improvement study of the scratch model: variants of its recipe, each one `dvc exp run`, at one budget.
 
     python -m svwhisper.study run      # queue every variant (named study-*) and run them one at a time
-    python -m svwhisper.study table    # the README's table: `dvc exp show --md` with the study's columns
+    python -m svwhisper.study table    # the table in docs/results.md: `dvc exp show --md` with the study's columns
     python -m svwhisper.study table --rev 1a2b3c4   # runs made on an earlier commit (options go to dvc exp show)
 
 Every variant starts from SCRATCH, the small from-scratch Whisper with the recipe it was tuned with

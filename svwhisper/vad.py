@@ -3,7 +3,7 @@
 `vad_chunks` finds the speech regions of a recording and turns them into chunks for the model: each
 region padded by a little context (never into the next region), a region longer than the window
 split at its quietest point by Silero's own rule. One region per chunk measured better than regions
-merged to fill the window (`merge=True`): the model was fine-tuned on single utterances (README,
+merged to fill the window (`merge=True`): the model was fine-tuned on single utterances (docs/app.md,
 The app). Chunks have the same shape as the energy chunker's (svwhisper.longform.Chunk).
 """
 

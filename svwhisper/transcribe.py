@@ -195,9 +195,7 @@ class CTranslate2Backend:
 
     features = TransformersBackend.features
     text = TransformersBackend.text
-
-    def __call__(self, clips: list[np.ndarray], options: DecodeOptions | None = None) -> list[str]:
-        return [h.text for h in decode_clips(self, clips, options or DecodeOptions(word_timestamps=False))]
+    __call__ = TransformersBackend.__call__  # the same: decode_clips over this backend's encode/generate/words
 
     def encode(self, features: np.ndarray) -> np.ndarray:
         import ctranslate2

@@ -10,10 +10,13 @@
 
 import argparse
 import atexit
+import collections
 import dataclasses
 import functools
 import shutil
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +68,7 @@ def to_samples(audio, params: AppParams) -> np.ndarray:
                 f"{path.name}: {size_mb:.0f} MB is more than the {params.max_file_mb:.0f} MB this page takes"
             )
         try:
-            samples = load_audio(path, max_duration_s=params.max_duration_s)
+            samples = load_audio(path, max_duration_s=params.max_duration_s, name=path.name)  # no server paths
         except AudioTooLong as err:
             over = spoken_length(err.duration_s) if err.duration_s is not None else f"over {spoken_length(err.limit_s)}"
             raise AudioError(
@@ -122,34 +125,81 @@ def word_starts(segment: Segment) -> str:
 
 
 class OutputDirs:
-    """One temp dir per request for its subtitle files, under one root; each new request removes the ones before.
+    """One temp dir per request for its subtitle files, under one root; none is removed by another request.
 
-    Gradio copies a result's files into its own cache before the next request starts (one at a time),
-    so the earlier dirs are no longer needed; `close` removes the root (at exit).
+    Gradio copies a result's files into its own cache as soon as the request returns, so a dir is no
+    longer needed after that; `new` removes the dirs older than `max_age_s` (an hour, Gradio's own
+    cache window), and `close` removes the root (at exit). Safe with requests running at once.
     """
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, max_age_s: float = 3600.0):
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="svwhisper-"))
         self.root.mkdir(parents=True, exist_ok=True)
-        self.count = 0
+        self.max_age_s = max_age_s
 
     def new(self) -> Path:
+        cutoff = time.time() - self.max_age_s
         for old in self.root.iterdir():
-            shutil.rmtree(old, ignore_errors=True)
-        self.count += 1
-        path = self.root / f"request-{self.count}"
-        path.mkdir()
-        return path
+            try:
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:  # another request removed it first
+                pass
+        return Path(tempfile.mkdtemp(prefix="request-", dir=self.root))
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class BodyBudget:
+    """ASGI middleware: the bodies of POST requests (uploads, and files sent inline as data URLs) add up to at most
+    `limit_bytes` within any `window_s`, so that an exposed page's disk cannot be filled faster than Gradio
+    deletes its cached uploads. Over the budget a request gets 429 with a line saying to try later; one
+    without a Content-Length (chunked) gets 411, since its size cannot be counted before it is stored.
+    """
+
+    def __init__(self, app, limit_bytes: int, window_s: float, clock=time.monotonic):
+        self.app, self.limit, self.window_s, self.clock = app, limit_bytes, window_s, clock
+        self.sent: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes), oldest first
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def admit(self, length: int) -> bool:
+        """Whether `length` more bytes fit the budget now (they are counted when they do)."""
+        with self.lock:
+            now = self.clock()
+            while self.sent and self.sent[0][0] < now - self.window_s:
+                self.used -= self.sent.popleft()[1]
+            if self.used + length > self.limit:
+                return False
+            self.sent.append((now, length))
+            self.used += length
+            return True
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is None or not length.isdigit():
+                return await _plain(send, 411, "a request body needs a Content-Length")
+            if not self.admit(int(length)):
+                message = "the server holds as many uploads as it can for now: try again in a few minutes"
+                return await _plain(send, 429, message, [(b"retry-after", b"600")])
+        await self.app(scope, receive, send)
+
+
+async def _plain(send, status: int, text: str, headers: list | None = None) -> None:
+    body = text.encode()
+    head = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
 
 
 CACHE_CLEANUP = (600, 3600)  # Gradio deletes its cached uploads and results older than 1 h, checking every 10 min
 
 
 def build_demo(model_dir: str, params: AppParams):
-    """The page; one request at a time on the one loaded model, up to 16 waiting."""
+    """The page; one request at a time on the one loaded model, up to 16 waiting, and no way around the queue
+    (api_open=False: Gradio's direct routes /run/<name> and /api/<name> are refused)."""
     import gradio as gr
 
     outputs = OutputDirs()
@@ -164,8 +214,8 @@ def build_demo(model_dir: str, params: AppParams):
 
     with gr.Blocks(title="svwhisper: Swedish speech recognition", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(
-            f"# svwhisper\nSwedish speech to text with `{model_dir}` ({params.backend}). Recordings of any length "
-            f"up to {spoken_length(params.max_duration_s)}: wav, mp3, flac, ogg, m4a."
+            f"# svwhisper\nSwedish speech to text with `{Path(model_dir).name}` ({params.backend}). Recordings of "
+            f"any length up to {spoken_length(params.max_duration_s)}: wav, mp3, flac, ogg, m4a, webm."
         )
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Swedish speech")
         button = gr.Button("Transcribe", variant="primary")
@@ -178,7 +228,7 @@ def build_demo(model_dir: str, params: AppParams):
             vtt = gr.File(label="WebVTT subtitles", elem_id="vtt")
             words = gr.File(label="JSON with word timings", elem_id="json")
         button.click(handle, inputs=audio, outputs=[transcript, segments, srt, vtt, words], api_name="transcribe")
-    demo.queue(default_concurrency_limit=1, max_size=16)
+    demo.queue(default_concurrency_limit=1, max_size=16, api_open=False)
     return demo
 
 
@@ -195,9 +245,21 @@ def main() -> None:
     if problem := missing_model(model_dir, args.backend):
         raise SystemExit(problem)
     cached_backend(args.backend, model_dir)  # load before serving, so the first request is not slow
-    build_demo(model_dir, params).launch(
-        server_name=args.host, server_port=args.port, share=False, max_file_size=f"{params.max_file_mb:.0f}mb"
-    )
+    build_demo(model_dir, params).launch(**launch_options(params, args.host, args.port))
+
+
+def launch_options(params: AppParams, host: str, port: int) -> dict:
+    """`Blocks.launch` keywords: where to listen, the upload size and storage limits."""
+    from starlette.middleware import Middleware
+
+    budget = Middleware(BodyBudget, limit_bytes=int(params.max_upload_storage_mb * 1e6), window_s=sum(CACHE_CLEANUP))
+    return {
+        "server_name": host,
+        "server_port": port,
+        "share": False,
+        "max_file_size": f"{params.max_file_mb:.0f}mb",
+        "app_kwargs": {"middleware": [budget]},
+    }
 
 
 if __name__ == "__main__":

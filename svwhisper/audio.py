@@ -11,11 +11,13 @@ import soxr
 SAMPLE_RATE = 16000  # Hz, what every Whisper feature extractor expects
 N_FFT = 400  # samples per STFT window (25 ms)
 HOP_LENGTH = 160  # samples between frames (10 ms)
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 log-mel frames per second
 
 
 class AudioError(ValueError):
     """A clip that cannot be decoded (missing, empty, not audio, corrupt)."""
+
+
+NOT_FINITE = "the audio holds NaN or infinite samples (a corrupt float file)"
 
 
 def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -26,6 +28,8 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     if np.issubdtype(samples.dtype, np.integer):
         samples = samples.astype(np.float32) / np.iinfo(samples.dtype).max
     samples = samples.astype(np.float32, copy=False)
+    if not np.isfinite(samples).all():
+        raise AudioError(NOT_FINITE)
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     if sample_rate != SAMPLE_RATE:
@@ -62,6 +66,8 @@ class Samples:
         self.buffer = np.empty(size if self.cap is None else min(size, self.cap), dtype=np.float32)
 
     def add(self, block: np.ndarray) -> None:
+        if not np.isfinite(block).all():  # one NaN spreads through the resampler and the log-mel into nonsense
+            raise AudioError(f"{self.name}: {NOT_FINITE}")
         end = self.n + len(block)
         if self.cap is not None and end > self.cap:
             raise AudioTooLong(self.name, self.limit_s)
@@ -80,22 +86,75 @@ class Samples:
         return samples
 
 
-def header_info(source: str | Path | bytes) -> AudioInfo | None:
-    """Duration, channels and rate from the file's header, without decoding it; None when no header says."""
-    handle = io.BytesIO(source) if isinstance(source, bytes) else source
-    try:
-        info = sf.info(handle)
-        if info.frames > 0 and info.samplerate > 0:
-            return AudioInfo(info.frames / info.samplerate, info.channels, info.samplerate)
-    except Exception:  # noqa: BLE001 (not libsndfile's format: ask FFmpeg)
-        pass
-    try:
-        import av
+# The containers we decode, by their first bytes, and the FFmpeg demuxer that reads each. Nothing else is opened:
+# FFmpeg, left to guess, also takes playlists and lists of other files (HLS .m3u8, concat, image2), through which
+# an upload or a manifest row could make the server read any media file on its disk.
+FFMPEG_DEMUXERS = {"wav": "wav", "flac": "flac", "ogg": "ogg", "mp3": "mp3", "aac": "aac", "mp4": "mov",
+                   "webm": "matroska", "aiff": "aiff"}  # fmt: skip
+LIBSNDFILE_FORMATS = ("wav", "flac", "ogg", "mp3", "aiff")  # the rest (m4a, aac, webm) only FFmpeg reads
+ALLOWED = "wav, flac, mp3, ogg/opus, m4a/mp4/aac, webm, aiff"
+HEAD_BYTES = 12
+UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count for a stream that does not say its length (SF_COUNT_MAX)
 
-        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
-            if container.streams.audio and container.duration:
-                stream = container.streams.audio[0]
-                return AudioInfo(container.duration / 1e6, stream.channels, stream.rate)
+
+def sniff_container(head: bytes) -> str | None:
+    """The container of a file from its first HEAD_BYTES bytes ("wav", "mp4", ...), or None when it is none we take."""
+    if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    signatures = {b"fLaC": "flac", b"OggS": "ogg", b"\x1a\x45\xdf\xa3": "webm", b"ADIF": "aac"}
+    if head[:4] in signatures:
+        return signatures[head[:4]]
+    if head[:3] == b"ID3":
+        return "mp3"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # an MPEG audio frame's sync word
+        return "aac" if head[1] & 0x06 == 0 else "mp3"  # layer bits 00: ADTS (AAC), else MPEG layer I-III
+    return None
+
+
+def container_of(source: str | Path | bytes, name: str) -> str:
+    """The allowed container of a file or encoded bytes; AudioError naming the file when it is not one."""
+    if isinstance(source, bytes):
+        head = source[:HEAD_BYTES]
+    else:
+        path = Path(source)
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise AudioError(f"{name}: no such file" if not path.exists() else f"{name}: not a regular file")
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    if not head:
+        raise AudioError(f"{name}: the file is empty")
+    container = sniff_container(head)
+    if container is None:
+        raise AudioError(f"{name}: not an audio file this reads ({ALLOWED})")
+    return container
+
+
+def _open_ffmpeg(source: str | Path | bytes, container: str):
+    """PyAV over the file's bytes with the demuxer fixed: FFmpeg never guesses the format nor opens another file."""
+    import av  # bundles FFmpeg: no system package needed
+
+    handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115 (PyAV closes it)
+    return av.open(handle, format=FFMPEG_DEMUXERS[container], options={"protocol_whitelist": "none"})
+
+
+def header_info(source: str | Path | bytes, container: str) -> AudioInfo | None:
+    """Duration, channels and rate from the file's header, without decoding it; None when no header says."""
+    if container in LIBSNDFILE_FORMATS:
+        try:
+            info = sf.info(io.BytesIO(source) if isinstance(source, bytes) else source)
+            if 0 < info.frames < UNKNOWN_FRAMES and info.samplerate > 0:
+                return AudioInfo(info.frames / info.samplerate, info.channels, info.samplerate)
+        except Exception:  # noqa: BLE001 (libsndfile cannot read this one: ask FFmpeg)
+            pass
+    try:
+        with _open_ffmpeg(source, container) as opened:
+            if opened.streams.audio and opened.duration:
+                stream = opened.streams.audio[0]
+                return AudioInfo(opened.duration / 1e6, stream.channels, stream.rate)
     except Exception:  # noqa: BLE001 (no header that says: the running cap still applies)
         pass
     return None
@@ -105,8 +164,8 @@ def _decode_sndfile(handle, name: str, limit_s: float | None) -> np.ndarray:
     """libsndfile, a block at a time: each block mixed down to mono and resampled as it comes."""
     with sf.SoundFile(handle) as audio:
         rate, channels = audio.samplerate, audio.channels
-        expected = int(audio.frames * SAMPLE_RATE / rate) + 1 if audio.frames > 0 else 0
-        out = Samples(name, limit_s, expected)
+        known = 0 < audio.frames < UNKNOWN_FRAMES
+        out = Samples(name, limit_s, int(audio.frames * SAMPLE_RATE / rate) + 1 if known else 0)
         resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32", "HQ")
         block = np.empty((max(4096, BLOCK_VALUES // channels), channels), dtype=np.float32)
         while len(data := audio.read(len(block), dtype="float32", always_2d=True, out=block)):
@@ -117,27 +176,30 @@ def _decode_sndfile(handle, name: str, limit_s: float | None) -> np.ndarray:
     return out.result()
 
 
-def decode_with_ffmpeg(source: str | Path | bytes, max_duration_s: float | None = None) -> np.ndarray:
-    """Decode with FFmpeg's libraries (PyAV): m4a/AAC, opus in webm, video files' audio, ...
+def decode_with_ffmpeg(
+    source: str | Path | bytes, max_duration_s: float | None = None, name: str | None = None
+) -> np.ndarray:
+    """Decode with FFmpeg's libraries (PyAV): m4a/AAC, opus in webm, ...; only the containers of FFMPEG_DEMUXERS.
 
     Refuses from the container's header what is over `max_duration_s`, then decodes a frame at a
-    time into 16 kHz mono with a running cap. Raises AudioError when FFmpeg cannot read it either.
+    time into 16 kHz mono with a running cap. Raises AudioError (naming the file as `name`, by default
+    its path) when it is not an allowed container or FFmpeg cannot read it.
     """
-    import av  # bundles FFmpeg: no system package needed
+    import av
 
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
-    handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
+    container = container_of(source, name)
     try:
-        with av.open(handle) as container:
-            if not container.streams.audio:
+        with _open_ffmpeg(source, container) as opened:
+            if not opened.streams.audio:
                 raise AudioError(f"{name}: no audio stream")
-            stream = container.streams.audio[0]
-            duration = container.duration / 1e6 if container.duration else None
+            stream = opened.streams.audio[0]
+            duration = opened.duration / 1e6 if opened.duration else None
             if max_duration_s is not None and duration is not None and duration > max_duration_s:
                 raise AudioTooLong(name, max_duration_s, duration)
             out = Samples(name, max_duration_s, int(duration * SAMPLE_RATE) + 1 if duration else 0)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            for frame in container.decode(stream):
+            for frame in opened.decode(stream):
                 for part in resampler.resample(frame):
                     out.add(part.to_ndarray().reshape(-1))
             for part in resampler.resample(None):
@@ -149,25 +211,30 @@ def decode_with_ffmpeg(source: str | Path | bytes, max_duration_s: float | None 
     return out.result()
 
 
-def load_audio(source: str | Path | bytes, max_duration_s: float | None = None) -> np.ndarray:
-    """Decode a file path or encoded bytes: libsndfile first (wav, flac, mp3, ogg), FFmpeg for the rest (m4a, ...).
+def load_audio(source: str | Path | bytes, max_duration_s: float | None = None, name: str | None = None) -> np.ndarray:
+    """Decode a file path or encoded bytes of an allowed container (see sniff_container): libsndfile first (wav,
+    flac, mp3, ogg), FFmpeg with the demuxer fixed for the rest (m4a, aac, webm) and for what libsndfile cannot.
 
-    Returns 16 kHz mono float32 samples. Memory stays near the size of that result whatever the
-    file's channels, rate or compression: audio over `max_duration_s` is refused from its header
-    before decoding (AudioTooLong), and decoding goes a block at a time with a running cap (for a
-    header that understates). Raises AudioError naming the file on any failure.
+    Returns 16 kHz mono float32 samples, all finite. Memory stays near the size of that result
+    whatever the file's channels, rate or compression: audio over `max_duration_s` is refused from
+    its header before decoding (AudioTooLong), and decoding goes a block at a time with a running
+    cap (for a header that understates). Raises AudioError naming the file (as `name`, by default its
+    path) on any failure.
     """
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
-    info = header_info(source)
+    name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
+    container = container_of(source, name)
+    info = header_info(source, container)
     if max_duration_s is not None and info is not None and info.duration_s > max_duration_s:
         raise AudioTooLong(name, max_duration_s, info.duration_s)
+    if container not in LIBSNDFILE_FORMATS:
+        return decode_with_ffmpeg(source, max_duration_s, name)
     try:
         return _decode_sndfile(io.BytesIO(source) if isinstance(source, bytes) else source, name, max_duration_s)
     except AudioError:
         raise
     except Exception as err:  # noqa: BLE001 (libsndfile cannot: FFmpeg may; a corrupt file is an AudioError)
         try:
-            return decode_with_ffmpeg(source, max_duration_s)
+            return decode_with_ffmpeg(source, max_duration_s, name)
         except AudioTooLong:
             raise
         except AudioError:

@@ -8,7 +8,9 @@ accelerate and peft: a rerun resumes only from checkpoints of the very same run,
 with other params, data, code or libraries.
 A checkpoint counts once `COMPLETE` is written into it (atomically), after the Trainer has saved
 everything (model, optimizer, scheduler, the RNG state of every rank, trainer state) and the
-dvclive logs so far.
+dvclive logs so far, and every one of those files is flushed to disk. The marker lists each file
+with its size: a checkpoint whose files do not match it (truncated by a power cut, a disk that
+lied about a flush, a copy cut short) is not complete, and is deleted like a cut-off one.
 """
 
 import ast
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from svwhisper.files import write_text_atomic
+from svwhisper.files import fsync_tree, write_text_atomic
 
 COMPLETE = "COMPLETE"  # written last: a checkpoint without it was cut off mid-write
 LOGS = "dvclive"  # the dvclive dir as it was at the checkpoint, restored on resume
@@ -97,12 +99,38 @@ def step_of(checkpoint: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+def file_sizes(checkpoint: Path) -> dict[str, int]:
+    """{path inside `checkpoint`: size in bytes} of its files, the marker aside."""
+    files = (p for p in checkpoint.rglob("*") if p.is_file() and p.name != COMPLETE)
+    return {p.relative_to(checkpoint).as_posix(): p.stat().st_size for p in sorted(files)}
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """Whether `checkpoint` has its marker and every file the marker lists, at the size it lists."""
+    try:
+        text = (checkpoint / COMPLETE).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    if not text.startswith("{"):
+        return True  # a marker of an earlier version: "step N", no file list
+    try:
+        listed = json.loads(text)["files"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    for name, size in listed.items():
+        path = checkpoint / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return True
+
+
 def checkpoints_in(run_dir: Path) -> tuple[list[Path], list[Path]]:
     """(complete, incomplete) checkpoint dirs in `run_dir`, each oldest first; empty when it does not exist."""
     if not run_dir.is_dir():
         return [], []
     found = sorted((p for p in run_dir.iterdir() if p.is_dir() and step_of(p) >= 0), key=step_of)
-    return [p for p in found if (p / COMPLETE).is_file()], [p for p in found if not (p / COMPLETE).is_file()]
+    complete = [p for p in found if is_complete(p)]
+    return complete, [p for p in found if p not in complete]
 
 
 def resumable(run_dir: Path) -> tuple[Path | None, list[Path]]:
@@ -120,7 +148,7 @@ def start_or_resume(run_dir: Path, log_dir: Path) -> Path | None:
     """
     checkpoint, incomplete = resumable(run_dir)
     for partial in incomplete:
-        print(f"train: deleting {partial}: cut off before it was complete")
+        print(f"train: deleting {partial}: cut off before it was complete, or its files do not match its marker")
         shutil.rmtree(partial)
     if checkpoint is None:
         print(f"train: no complete checkpoint in {run_dir}: starting at step 0")
@@ -138,7 +166,8 @@ def ranks_saved(checkpoint: Path, world_size: int) -> bool:
 
 
 class MarkComplete(TrainerCallback):
-    """After each Trainer save: copy the dvclive logs into the checkpoint, then write its COMPLETE marker.
+    """After each Trainer save: copy the dvclive logs into the checkpoint, flush all its files to disk, then write
+    its COMPLETE marker with every file's size.
 
     The marker is written atomically (temp file, fsync, rename, fsync of the dir), and only once the
     files of every rank are there (waiting up to `wait_s`); otherwise the checkpoint stays unmarked.
@@ -160,4 +189,6 @@ class MarkComplete(TrainerCallback):
             time.sleep(0.1)
         if self.log_dir.is_dir():
             shutil.copytree(self.log_dir, checkpoint / LOGS, dirs_exist_ok=True)
-        write_text_atomic(checkpoint / COMPLETE, f"step {state.global_step}\n")
+        fsync_tree(checkpoint)  # the Trainer's own writes are not flushed: a power cut could truncate them
+        marker = {"step": state.global_step, "files": file_sizes(checkpoint)}
+        write_text_atomic(checkpoint / COMPLETE, json.dumps(marker, indent=1) + "\n")

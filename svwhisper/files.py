@@ -3,10 +3,14 @@
 Each writes into a temporary name beside the target, flushes it to disk, then renames it over
 the target in one step (`os.replace`) and syncs the directory, so that the rename itself
 survives a power cut. On any failure the temporary file or dir is removed and the old target,
-if there was one, is untouched.
+if there was one, is untouched. The output gets the mode a plain write would give it (0666 or
+0777 less the umask), not the temporary's 0600/0700. A temporary's name holds the writer's pid,
+so that one left by a killed process (kill -9, a power cut) is removed by the next write of the
+same target, and a live writer's never is.
 """
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +27,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: Path) -> None:
+    """Flush every file and dir under `root` (and `root`) to disk."""
     for path in sorted(root.rglob("*")):
         if path.is_file():
             with path.open("rb") as handle:
@@ -33,12 +38,50 @@ def _fsync_tree(root: Path) -> None:
     fsync_dir(root)
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc), else set and put back."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^Umask:\s*([0-7]+)", status, re.M).group(1), 8)
+    except (OSError, AttributeError):
+        mask = os.umask(0o22)
+        os.umask(mask)
+        return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_stale(target: Path) -> list[Path]:
+    """Remove the temporaries of `target` left by writers that are no longer running; the ones removed."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\..*\.(tmp|old)$")
+    removed = []
+    for entry in target.parent.iterdir() if target.parent.is_dir() else []:
+        if (match := pattern.match(entry.name)) and not _alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _temp_name(target: Path) -> dict:
+    return {"dir": target.parent, "prefix": f".{target.name}.{os.getpid()}.", "suffix": ".tmp"}
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """A temporary path beside `target` to write a file at; renamed to `target` when the block ends normally."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    sweep_stale(target)
+    fd, name = tempfile.mkstemp(**_temp_name(target))
+    os.fchmod(fd, 0o666 & ~umask())
     os.close(fd)
     tmp = Path(name)
     try:
@@ -67,13 +110,15 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     normally, and is removed when it does not."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    sweep_stale(target)
+    tmp = Path(tempfile.mkdtemp(**_temp_name(target)))
+    tmp.chmod(0o777 & ~umask())
     try:
         yield tmp
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         old = None
         if target.exists() or target.is_symlink():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+            old = Path(tempfile.mkdtemp(**{**_temp_name(target), "suffix": ".old"}))
             os.replace(target, old / "replaced")
         os.replace(tmp, target)
     except BaseException:

@@ -127,13 +127,15 @@ def _coerce(value, target, key: str, where):
             raise ParamsError(f"{where(key)}: expected a number, got {value!r}")
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise ParamsError(f"{where(key)}: expected a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int of hundreds of digits
+            raise ParamsError(f"{where(key)}: expected a number, got {_shown(value)}") from None
         if not math.isfinite(number):
-            raise ParamsError(f"{where(key)}: expected a finite number, got {value!r}")
+            raise ParamsError(f"{where(key)}: expected a finite number, got {_shown(value)}")
         if target is int:
             if not number.is_integer():
-                raise ParamsError(f"{where(key)}: expected a whole number, got {value!r}")
+                raise ParamsError(f"{where(key)}: expected a whole number, got {_shown(value)}")
+            if abs(number) >= 2**63:  # torch, numpy and the Trainer take 64-bit integers
+                raise ParamsError(f"{where(key)}: {_shown(value)} is too large (at most 2**63 - 1)")
             return int(number)
         return number
     if target is str:
@@ -141,6 +143,14 @@ def _coerce(value, target, key: str, where):
             raise ParamsError(f"{where(key)}: expected a string, got {value!r}")
         return "" if value is None else str(value)
     raise TypeError(f"unsupported params field type {target!r}")
+
+
+def _shown(value) -> str:
+    """`value` as an error message shows it: at most 40 characters."""
+    text = (
+        repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(value))} digits"
+    )
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _parse_dataclass(cls, raw, prefix: str, where):
@@ -195,7 +205,7 @@ def load_params(cls, block: str, path: Path = PARAMS_FILE):
     try:
         _duplicate_keys(text, Path(path))
         data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: an int of over 4300 digits
         raise ParamsError(f"{path}: not valid YAML ({err})") from None
     if block not in data:
         raise ParamsError(f"{path}: block {block!r} is missing")

@@ -23,6 +23,7 @@ DROP_REASONS = (  # every one appears in the report, with 0 where nothing was dr
     "malformed_row",
     "control_characters",
     "missing_transcript",
+    "unreadable_transcript",
     "empty_sentence",
     "sentence_too_long",
     "down_votes",

@@ -14,13 +14,22 @@ PENDING = ("Queued", "Running")
 
 
 def parse_status(text: str) -> dict[str, str]:
-    """`dvc queue status` output -> {experiment name (or task id): status}."""
-    tasks = {}
+    """`dvc queue status` output -> {experiment name, or task id when it has none: status}.
+
+    The table's columns (Task, Name, Created, Status) are cut where the header puts them: a task
+    without a name has an empty Name cell, and Created may be "09:25 PM" or "Nov 24, 2026".
+    """
+    tasks: dict[str, str] = {}
+    columns = None
     for line in text.splitlines():
         fields = line.split()
-        # Task  Name  Created  Status  (Created may be "09:25 PM" or "Nov 24, 2026")
-        if len(fields) >= 4 and fields[0] != "Task" and fields[-1] in (*PENDING, "Success", "Failed"):
-            tasks[fields[1] if len(fields) > 4 else fields[0]] = fields[-1]
+        if fields[:1] == ["Task"] and "Name" in fields and "Created" in fields:
+            columns = line.index("Name"), line.index("Created")
+            continue
+        if columns is None or len(fields) < 3 or fields[-1] not in (*PENDING, "Success", "Failed"):
+            continue
+        name = line[columns[0] : columns[1]].strip()
+        tasks[name or fields[0]] = fields[-1]
     return tasks
 
 

@@ -13,18 +13,21 @@ DVC remote works: the same filesystem DVC uses for the remote does the copying.
 
 Google Drive can hang: without saved credentials pydrive2 opens a browser sign-in and waits. So
 for a gdrive remote the credentials are checked on disk first, and nothing that could open a
-browser is called unless they are there; every network probe runs under a timeout.
+browser is called unless they are there; every network call the train stage waits for runs under
+a timeout (the check, and the whole fetch before step 0), and messages never show a URL's user,
+password or query.
 """
 
 import argparse
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from transformers import TrainerCallback
 
@@ -37,6 +40,16 @@ SETUP = "see docs/remote.md"
 
 class RemoteError(Exception):
     """The remote cannot be used; the message says what is missing."""
+
+
+def shown_url(url: str) -> str:
+    """`url` as a message may show it: no user, password, query or fragment (`s3://key:secret@bucket` or
+    `https://host/path?token=...` would put a secret in a log)."""
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return url.split("?")[0]
+    host = parts.hostname or ""
+    return urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
 
 
 def load_config(repo: Path):
@@ -70,7 +83,7 @@ def gdrive_problem(name: str, settings: dict, environ=os.environ) -> str:
     """What keeps gdrive remote `name` from working without a browser, read from config and disk only; else ""."""
     url = settings["url"]
     if not urlparse(url).netloc:
-        return f"remote {name} ({url}) has no folder id: the URL is gdrive://<folder id>[/path] ({SETUP})"
+        return f"remote {name} ({shown_url(url)}) has no folder id: the URL is gdrive://<folder id>[/path] ({SETUP})"
     fix = f"dvc remote modify --local {name}"
     from_env = environ.get("GDRIVE_CREDENTIALS_DATA", "")
     if settings.get("gdrive_use_service_account"):
@@ -165,19 +178,21 @@ def connect(repo: Path, name: str = "", timeout: float = 60.0) -> tuple[str, obj
     config = load_config(repo)
     name, settings = remote_section(config, name)
     url = settings["url"]
+    shown = shown_url(url)
     if url.startswith("gdrive://") and (problem := gdrive_problem(name, settings)):
         raise RemoteError(problem)
     opened = []
 
     def look() -> str:
         opened.append(open_fs(config, name))
-        return probe(*opened[0], url, name)
+        return probe(*opened[0], shown, name)
 
     problem = with_timeout(
-        look, timeout, f"remote {name} ({url}) did not answer within {timeout:g} s: check the network and proxy"
+        look, timeout, f"remote {name} ({shown}) did not answer within {timeout:g} s: check the network and proxy"
     )
     if problem:  # ours starts with the remote's name; the text of an exception gets it put in front
-        raise RemoteError(problem if problem.startswith(f"remote {name}") else f"remote {name} ({url}): {problem}")
+        problem = problem.replace(url, shown)
+        raise RemoteError(problem if problem.startswith(f"remote {name}") else f"remote {name} ({shown}): {problem}")
     return name, *opened[0]
 
 
@@ -202,12 +217,21 @@ class CheckpointStore:
         return {d: self.fs.exists(self.fs.join(self.run, d, COMPLETE)) for d in dirs if step_of(Path(d)) >= 0}
 
     def upload(self, checkpoint: Path) -> None:
+        """Copy `checkpoint` there, the marker last; on a failure (the Trainer rotated it away mid-upload, the
+        network) the partial copy is removed, or left unmarked for the next sync to reclaim."""
         target = self.fs.join(self.run, checkpoint.name)
         files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != COMPLETE)
-        for path in [*files, checkpoint / COMPLETE]:  # the marker last: a cut-off upload is never taken
-            remote = self.fs.join(target, *path.relative_to(checkpoint).parts)
-            self.fs.makedirs(self.fs.parent(remote), exist_ok=True)
-            self.fs.put_file(str(path), remote)
+        try:
+            for path in [*files, checkpoint / COMPLETE]:  # the marker last: a cut-off upload is never taken
+                remote = self.fs.join(target, *path.relative_to(checkpoint).parts)
+                self.fs.makedirs(self.fs.parent(remote), exist_ok=True)
+                self.fs.put_file(str(path), remote)
+        except BaseException:
+            try:
+                self.remove(checkpoint.name)
+            except Exception:  # noqa: BLE001 (the upload's own error is the one to report)
+                pass
+            raise
 
     def remove(self, name: str) -> None:
         marker = self.fs.join(self.run, name, COMPLETE)
@@ -215,12 +239,14 @@ class CheckpointStore:
             self.fs.rm(marker)  # first, so that the rest is never taken for a complete checkpoint
         self.fs.rm(self.fs.join(self.run, name), recursive=True)
 
-    def download(self, name: str, run_dir: Path) -> Path:
+    def download(self, name: str, run_dir: Path, cancelled: threading.Event | None = None) -> Path:
         """Fetch checkpoint `name` into `run_dir`. Every remote file name is checked first: one that would land
-        outside the checkpoint's dir (`..`, an absolute or empty part) is a RemoteError and nothing is written."""
+        outside the checkpoint's dir (`..`, an absolute or empty part) is a RemoteError and nothing is written.
+        The files go to a hidden dir that is renamed into place once all are there, unless `cancelled` is set
+        by then (a fetch given up on must not change the run dir under the training that went on without it)."""
         if step_of(Path(name)) < 0:
             raise RemoteError(f"{name!r} is not a checkpoint name (checkpoint-<step>)")
-        source, dest = self.fs.join(self.run, name), run_dir / name
+        source, dest = self.fs.join(self.run, name), run_dir / f".{name}.fetching"
         files = [p for p in self.fs.find(source) if not p.endswith(f"/{COMPLETE}")]
         targets = []
         for remote in [*files, self.fs.join(source, COMPLETE)]:  # the marker last, as on upload
@@ -230,22 +256,34 @@ class CheckpointStore:
             if any(part in ("", ".", "..") or "\\" in part or ":" in part for part in parts):
                 raise RemoteError(f"remote file {remote} would be written outside {dest}: nothing fetched")
             targets.append((remote, dest.joinpath(*parts)))
-        for remote, local in targets:
-            local.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(remote, str(local))
-        return dest
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            for remote, local in targets:
+                if cancelled is not None and cancelled.is_set():
+                    raise RemoteError(f"fetching {name} was given up")
+                local.parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get_file(remote, str(local))
+            if cancelled is not None and cancelled.is_set():
+                raise RemoteError(f"fetching {name} was given up")
+            shutil.rmtree(run_dir / name, ignore_errors=True)  # a local copy of it cut off before its marker
+            os.replace(dest, run_dir / name)
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+        return run_dir / name
 
 
 class CheckpointMirror(TrainerCallback):
     """Mirrors the complete checkpoints of `run_dir` to the remote from a background thread.
 
     Each save (after MarkComplete) asks for one sync; syncs asked for while one runs fold into one.
-    A sync uploads the complete local checkpoints the remote lacks, newest first, and removes there
-    only those this process uploaded and the Trainer has since rotated away, never one above the
-    newest local step: another machine's checkpoints of the same run (a preempted run resumed
-    elsewhere) are never touched. Training never waits for it, except for the last sync at the end,
-    which `close` bounds. Any failure (no remote, expired credentials, a failed upload) is printed
-    once, later ones are counted, and training goes on.
+    A sync uploads the complete local checkpoints the remote lacks, newest first, then makes the
+    remote hold what the run dir holds: every remote checkpoint at or below the newest local step
+    that is not complete here is removed, whoever uploaded it (this run's rotated-away ones, an
+    upload cut off mid-way, those of an earlier process of the same run that this one resumed
+    from), except the best checkpoint the newest local one names. A checkpoint above the newest
+    local step is never touched: another machine may be ahead on the same run. Training never
+    waits for it, except for the last sync at the end, which `close` bounds. Any failure (no remote,
+    expired credentials, a failed upload) is printed once, later ones are counted, and training goes on.
     """
 
     def __init__(self, repo: Path, params: RemoteParams, run_dir: Path, fingerprint: str, opener=None):
@@ -255,7 +293,6 @@ class CheckpointMirror(TrainerCallback):
         )
         self.requests: queue.Queue = queue.Queue()
         self.store: CheckpointStore | None = None
-        self.uploaded: set[str] = set()  # the only remote checkpoints this mirror may delete
         self.failures = 0
         self.worker = threading.Thread(target=self._work, name="checkpoint-mirror", daemon=True)
         self.worker.start()
@@ -305,43 +342,79 @@ class CheckpointMirror(TrainerCallback):
                 return
 
     def _sync(self) -> None:
-        local = {p.name for p in checkpoints_in(self.run_dir)[0]}
-        newest_local = max(map(step_of, map(Path, local)), default=-1)
+        complete = checkpoints_in(self.run_dir)[0]
+        local = {p.name for p in complete}
+        newest_local = step_of(complete[-1]) if complete else -1
+        keep = best_of(complete[-1]) if complete else None
         remote = self.store.names()
         for name in sorted(local - {n for n, done in remote.items() if done}, key=lambda n: -step_of(Path(n))):
-            self.store.upload(self.run_dir / name)
-            self.uploaded.add(name)
-            print(f"train: pushed {name} to {self.store.run}")
-        for name in set(remote) - local:
-            if name in self.uploaded and step_of(Path(name)) <= newest_local:  # ours, rotated away locally
+            if (self.run_dir / name).is_dir():  # the Trainer may have rotated it away since
+                self.store.upload(self.run_dir / name)
+                print(f"train: pushed {name} to {self.store.run}")
+        for name in set(remote) - local - {keep}:
+            if step_of(Path(name)) <= newest_local:
                 self.store.remove(name)
-                self.uploaded.discard(name)
 
 
-def resume_from_remote(store: CheckpointStore, run_dir: Path) -> Path | None:
+def best_of(checkpoint: Path) -> str | None:
+    """The name of the best checkpoint so far (by dev WER) that `checkpoint`'s trainer state names, if any."""
+    try:
+        best = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")).get("best_model_checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(best).name if isinstance(best, str) and step_of(Path(Path(best).name)) >= 0 else None
+
+
+def resume_from_remote(store: CheckpointStore, run_dir: Path, cancelled: threading.Event | None = None) -> Path | None:
     """Before step 0: download the newest complete checkpoint `store` holds when it is newer than any in `run_dir`
-    (a run preempted on another machine goes on here); the checkpoint fetched, or None."""
+    (a run preempted on another machine goes on here), and the best checkpoint it names, so that the end of
+    training loads the same best model an uninterrupted run would; the newest checkpoint fetched, or None."""
     newest = resumable(run_dir)[0]
     local_step = step_of(newest) if newest else -1
-    newer = [n for n, done in store.names().items() if done and step_of(Path(n)) > local_step]
+    complete = {n for n, done in store.names().items() if done}
+    newer = [n for n in complete if step_of(Path(n)) > local_step]
     if not newer:
         return None
-    return store.download(max(newer, key=lambda n: step_of(Path(n))), run_dir)
+    fetched = store.download(max(newer, key=lambda n: step_of(Path(n))), run_dir, cancelled)
+    best = best_of(fetched)
+    if best and best != fetched.name and best in complete and not (run_dir / best / COMPLETE).is_file():
+        store.download(best, run_dir, cancelled)
+        print(f"train: fetched {best} too: the best checkpoint so far")
+    return fetched
 
 
-def fetch_run_from_remote(repo: Path, params: RemoteParams, run_dir: Path, fingerprint: str) -> None:
-    """resume_from_remote on the configured remote, saying what it did; a remote that cannot be used is reported."""
-    try:
-        store = CheckpointStore.open(repo, params.name, fingerprint, params.check_timeout_s)
-        fetched = resume_from_remote(store, run_dir)
-    except RemoteError as err:
-        print(f"train: no checkpoints fetched from the remote ({err})")
-        return
-    except Exception as err:  # noqa: BLE001 (a remote that fails must not stop training from its local state)
-        print(f"train: no checkpoints fetched from the remote ({type(err).__name__}: {err})")
-        return
+def fetch_run_from_remote(
+    repo: Path, params: RemoteParams, run_dir: Path, fingerprint: str, opener=None
+) -> Path | None:
+    """resume_from_remote on the configured remote, saying what it did, within `params.fetch_timeout_s` in all:
+    past it (a stalled connection) training starts from what is local, and the fetch left behind changes
+    nothing. A remote that cannot be used is reported. The checkpoint fetched, or None."""
+    opener = opener or (lambda: CheckpointStore.open(repo, params.name, fingerprint, params.check_timeout_s))
+    cancelled, answer = threading.Event(), []
+
+    def fetch() -> None:
+        try:
+            store = opener()
+            answer.append((store, resume_from_remote(store, run_dir, cancelled)))
+        except RemoteError as err:
+            answer.append(err)
+        except Exception as err:  # noqa: BLE001 (a remote that fails must not stop training from its local state)
+            answer.append(RemoteError(f"{type(err).__name__}: {err}"))
+
+    worker = threading.Thread(target=fetch, name="checkpoint-fetch", daemon=True)
+    worker.start()
+    worker.join(params.fetch_timeout_s)
+    if not answer:
+        cancelled.set()
+        print(f"train: no checkpoints fetched from the remote (no answer within {params.fetch_timeout_s:g} s)")
+        return None
+    if isinstance(answer[0], RemoteError):
+        print(f"train: no checkpoints fetched from the remote ({answer[0]})")
+        return None
+    store, fetched = answer[0]
     if fetched is not None:
         print(f"train: fetched {fetched.name} of this run from {store.run}: newer than any here")
+    return fetched
 
 
 def pull_checkpoints(store: CheckpointStore, run_dir: Path) -> list[Path]:

@@ -6,6 +6,7 @@ block with `svwhisper.params.load_params(Block, "name")`; values are coerced to 
 block's `check()` refuses what makes no sense, naming the file, line and key.
 """
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ CHUNKERS = ("vad", "energy")
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 # the launchers the train stage's command may start with, options only: no shell syntax reaches dvc.yaml's cmd
 LAUNCHER = re.compile(r"(python3?|torchrun|accelerate launch)( --[a-z][a-z0-9_-]*([= ][A-Za-z0-9_.:/-]+)?)*")
+# a path of the `paths` block, pasted into dvc.yaml's shell commands: no spaces, quotes, `$`, `;`, nor a leading `-`
+SAFE_PATH = re.compile(r"/?[A-Za-z0-9_][A-Za-z0-9_.+/-]*")
+TSV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a Common Voice TSV's name, without folders
 # the fields each kind of data source needs (besides `kind`); fields of other kinds must be left unset
 KIND_FIELDS = {"commonvoice": {"path", "tsv"}, "manifest": {"path"}, "folder": {"path"}, "hf": {"name"}}
 HF_ONLY = ("name", "config", "split", "revision", "streaming", "audio_column", "text_column", "speaker_column")
@@ -38,6 +42,13 @@ class Paths:
     train_log: str = "dvclive"
     metrics: str = "metrics/eval.json"
     predictions: str = "reports/predictions.tsv"
+
+    def check(self) -> None:
+        for key, value in dataclasses.asdict(self).items():  # each is pasted into dvc.yaml's shell commands
+            if not SAFE_PATH.fullmatch(value) or ".." in Path(value).parts:
+                raise ParamsRangeError(
+                    key, f"must be a path of letters, digits and . _ + - / without '..', got {value!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,8 @@ class Source:
                 raise ValueError(f"a {self.kind} source needs {field!r}")
         if self.tsv and self.kind != "commonvoice":
             raise ValueError(f"'tsv' is for commonvoice sources, not {self.kind}")
+        if self.tsv and not TSV_NAME.fullmatch(self.tsv):
+            raise ValueError(f"'tsv' is the name of a TSV of the release (train, dev, test, ...), got {self.tsv!r}")
         defaults = Source(kind=self.kind)
         stray = [f for f in HF_ONLY if self.kind != "hf" and getattr(self, f) != getattr(defaults, f)]
         if stray:
@@ -82,6 +95,8 @@ class Source:
         """Files or dirs on this machine that the source reads (none for a hub dataset)."""
         if not self.path:
             return []
+        if self.kind == "commonvoice":
+            return [Path(self.path), Path(self.path) / f"{self.tsv}.tsv"]
         return [Path(self.path.split("*")[0] or ".")]  # a glob's fixed prefix
 
 
@@ -265,9 +280,10 @@ class RemoteParams:
     push_checkpoints: bool = True  # mirror each complete checkpoint while training (no remote: they stay local)
     check_timeout_s: float = 60.0  # the reachability check gives up after this long
     close_timeout_s: float = 600.0  # at the end of training, the last checkpoint upload is waited for this long
+    fetch_timeout_s: float = 1800.0  # before step 0, fetching checkpoints from the remote takes at most this long
 
     def check(self) -> None:
-        for key in ("check_timeout_s", "close_timeout_s"):
+        for key in ("check_timeout_s", "close_timeout_s", "fetch_timeout_s"):
             if not getattr(self, key) > 0:
                 raise ParamsRangeError(key, f"must be > 0, got {getattr(self, key)}")
 
@@ -298,6 +314,7 @@ class AppParams:
     backend: str = "transformers"
     max_duration_s: float = 3 * 3600.0
     max_file_mb: float = 500.0
+    max_upload_storage_mb: float = 2000.0
     batch_size: int = 8
     chunker: str = "vad"  # vad (Silero, one speech region per chunk) or energy (cut at the loudness's pauses)
     beam_size: int = DecodeOptions.beam_size
@@ -320,7 +337,7 @@ class AppParams:
 
     def check(self) -> None:
         one_of(self, "backend", BACKENDS)
-        for key in ("max_duration_s", "max_file_mb"):
+        for key in ("max_duration_s", "max_file_mb", "max_upload_storage_mb"):
             if not getattr(self, key) > 0:
                 raise ParamsRangeError(key, f"must be > 0, got {getattr(self, key)}")
         at_least(self, 1, "batch_size")

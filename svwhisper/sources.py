@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -133,6 +134,29 @@ def manifest_clips(source: Source) -> Iterator[Clip | BadRow]:
         yield Clip(file_id(clip), nfc(row["sentence"]), row.get("speaker", ""), clip, str(clip))
 
 
+MAX_TRANSCRIPT_BYTES = 64 * 1024  # a transcript file's size limit: hundreds of sentences, never a whole disk
+
+
+def read_transcript(path: Path, root: Path) -> str | BadRow:
+    """The text of a folder source's transcript file, or why it is not read: a file that resolves outside the
+    source's `root` (a symlink to a token, `..`) is outside_data; one that is not a regular file (a FIFO would
+    block, /dev/zero never ends) or over MAX_TRANSCRIPT_BYTES is unreadable_transcript."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        return BadRow(str(path), "outside_data", "resolves outside the source's folder")
+    try:
+        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens without waiting for a writer
+    except OSError as err:
+        return BadRow(str(path), "unreadable_transcript", err.strerror or str(err))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # fstat: what was opened, not what is there now
+            return BadRow(str(path), "unreadable_transcript", "not a regular file")
+        data = handle.read(MAX_TRANSCRIPT_BYTES + 1)
+    if len(data) > MAX_TRANSCRIPT_BYTES:
+        return BadRow(str(path), "unreadable_transcript", f"larger than {MAX_TRANSCRIPT_BYTES} bytes")
+    return data.decode("utf-8", errors="replace")
+
+
 def folder_clips(source: Source) -> Iterator[Clip | BadRow]:
     """Audio files under a dir, each with its transcript in a `.txt` file of the same stem beside it.
 
@@ -146,10 +170,14 @@ def folder_clips(source: Source) -> Iterator[Clip | BadRow]:
         if not transcript.exists():
             yield BadRow(str(clip), "missing_transcript")
             continue
+        text = read_transcript(transcript, root)
+        if isinstance(text, BadRow):
+            yield text
+            continue
         relative = clip.relative_to(root)
         speaker = relative.parts[0] if len(relative.parts) > 1 else ""
         # a transcript file may wrap its text over lines: any whitespace run is one space
-        sentence = nfc(" ".join(transcript.read_text(encoding="utf-8", errors="replace").split()))
+        sentence = nfc(" ".join(text.split()))
         if CONTROL.search(sentence):
             yield BadRow(str(transcript), "control_characters", "a line break or control character")
             continue

@@ -166,7 +166,11 @@ def train_or_explain_oom(trainer: Seq2SeqTrainer, params: TrainParams, resume_fr
 def save_final(trainer: Seq2SeqTrainer, processor: WhisperProcessor, out: Path) -> None:
     """The best checkpoint's weights (load_best_model_at_end put them back) as a plain Whisper in `out`, whole or
     not at all: written to a temp dir beside it, then renamed."""
-    print(f"train: best dev WER {trainer.state.best_metric:.4f} at {trainer.state.best_model_checkpoint}")
+    best = trainer.state.best_model_checkpoint
+    if best and Path(best).is_dir():
+        print(f"train: best dev WER {trainer.state.best_metric:.4f} at {best}")
+    else:  # load_best_model_at_end could not find it (transformers only warns): say what the model really is
+        print(f"train: the best checkpoint ({best}) is not on disk: {out} gets the last step's weights, not the best")
     final = merge_lora(trainer.model)  # a plain Whisper: serving needs no peft
     if hasattr(final, "ctc_head"):
         del final.ctc_head  # a training aid only

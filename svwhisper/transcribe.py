@@ -14,6 +14,7 @@ one line per segment, each word with its start and end in seconds.
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,6 +78,9 @@ class TransformersBackend:
         self.prompt, self.eot, self.no_speech = special_ids(self.processor.tokenizer, self.model.generation_config)
         self.heads = getattr(self.model.generation_config, "alignment_heads", None) or []
         self.workers = 1
+        # the attention implementation is the model's, shared by every thread that decodes with it: one thread at a
+        # time switches it to eager for the alignment pass (others' generate calls are right with either)
+        self.attention_lock = threading.Lock()
 
     def __call__(self, clips: list[np.ndarray], options: DecodeOptions | None = None) -> list[str]:
         """The transcript of each clip (no word timestamps unless `options` ask for them)."""
@@ -136,11 +140,13 @@ class TransformersBackend:
         rows = [i for i, h in enumerate(hyps) if h.tokens]
         if not rows or not self.heads:
             return out
-        self.model.set_attn_implementation("eager")  # sdpa does not return attention weights
-        try:
-            attentions = self._teacher_forced(encoded[rows], [hyps[i].tokens for i in rows], True).cross_attentions
-        finally:
-            self.model.set_attn_implementation("sdpa")
+        with self.attention_lock:
+            before = self.model.config._attn_implementation
+            self.model.set_attn_implementation("eager")  # sdpa does not return attention weights
+            try:
+                attentions = self._teacher_forced(encoded[rows], [hyps[i].tokens for i in rows], True).cross_attentions
+            finally:
+                self.model.set_attn_implementation(before)
         heads = np.stack([attentions[layer][:, head].float().numpy() for layer, head in self.heads], axis=1)
         first = len(self.prompt) - 1
         for b, i in enumerate(rows):

@@ -21,7 +21,7 @@ def served_page(tiny_repo):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     demo = app.build_demo(str(tiny_repo / "models/final"), app.AppParams())
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(**app.launch_options(app.AppParams(), "127.0.0.1", port), prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 

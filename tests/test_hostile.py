@@ -98,7 +98,9 @@ def test_a_header_that_understates_the_length_is_caught_by_the_running_cap(tmp_p
 
     path = tmp_path / "long.wav"
     sf.write(path, np.full(SAMPLE_RATE * 5, 0.1, dtype=np.float32), SAMPLE_RATE)
-    monkeypatch.setattr(audio, "header_info", lambda source: audio.AudioInfo(1.0, 1, SAMPLE_RATE))  # lies: 1 s
+    monkeypatch.setattr(
+        audio, "header_info", lambda source, container: audio.AudioInfo(1.0, 1, SAMPLE_RATE)
+    )  # lies: 1 s
     with pytest.raises(audio.AudioTooLong, match="more than the 2 s limit"):
         load_audio(path, max_duration_s=2)
     assert len(load_audio(path, max_duration_s=6)) == 5 * SAMPLE_RATE
@@ -117,14 +119,17 @@ def test_energy_framing_works_in_float32_blocks():
     assert not speech[:2999].any() and speech[3001:].all()
 
 
-def test_the_page_removes_each_requests_files_and_cleans_gradios_cache(tmp_path):
-    outputs = app.OutputDirs(tmp_path / "out")
+def test_the_page_keeps_each_requests_files_until_they_are_an_hour_old_and_cleans_gradios_cache(tmp_path):
+    outputs = app.OutputDirs(tmp_path / "out", max_age_s=3600)
     result = app.Result(text="hej", segments=[app.Segment(0.0, 1.0, "hej")])
     first = app.page_outputs(result, outputs.new())
-    assert Path(first[2]).is_file()
     second = app.page_outputs(result, outputs.new())
-    assert not Path(first[2]).exists() and Path(second[2]).is_file()  # Gradio has its own copy by now
-    assert [p.name for p in (tmp_path / "out").iterdir()] == [Path(second[2]).parent.name]
+    assert Path(first[2]).is_file() and Path(second[2]).is_file()  # another request never removes a request's files
+    assert Path(first[2]).parent != Path(second[2]).parent
+    hour_ago = time.time() - 3601
+    os.utime(Path(first[2]).parent, (hour_ago, hour_ago))
+    third = app.page_outputs(result, outputs.new())
+    assert not Path(first[2]).exists() and Path(second[2]).is_file() and Path(third[2]).is_file()
     outputs.close()
     assert not (tmp_path / "out").exists()
     demo = app.build_demo("models/final", app.AppParams())
@@ -202,28 +207,26 @@ def local_store(tmp_path: Path, digest: str = "abc"):
     return CheckpointStore(LocalFileSystem(), str(tmp_path / "remote"), digest)
 
 
-def test_the_mirror_never_deletes_remote_checkpoints_it_did_not_upload(tmp_path):
+def test_the_mirror_never_deletes_remote_checkpoints_above_the_newest_local_step(tmp_path):
     from svwhisper.remote import CheckpointMirror, RemoteParams
 
     store = local_store(tmp_path)
     store.upload(checkpoint(tmp_path / "other-machine", 80))  # a newer checkpoint of the same run, elsewhere
-    store.upload(checkpoint(tmp_path / "other-machine", 20))
     run_dir = tmp_path / "run"
     checkpoint(run_dir, 40)
     mirror = CheckpointMirror(tmp_path, RemoteParams(), run_dir, "abc", opener=lambda: store)
     mirror.on_save(None, type("State", (), {"is_world_process_zero": True})(), None)
     assert mirror.close(timeout=30)
-    assert store.names() == {"checkpoint-20": True, "checkpoint-40": True, "checkpoint-80": True}
-    # what this process uploaded and the Trainer then rotated away is removed
+    assert store.names() == {"checkpoint-40": True, "checkpoint-80": True}
+    # what the Trainer then rotated away is removed; the newer one of the other machine stays
     checkpoint(run_dir, 60)
     (run_dir / "checkpoint-40/COMPLETE").unlink()
     (run_dir / "checkpoint-40/model.safetensors").unlink()
     (run_dir / "checkpoint-40").rmdir()
     mirror = CheckpointMirror(tmp_path, RemoteParams(), run_dir, "abc", opener=lambda: store)
-    mirror.uploaded.add("checkpoint-40")
     mirror.on_save(None, type("State", (), {"is_world_process_zero": True})(), None)
     assert mirror.close(timeout=30)
-    assert store.names() == {"checkpoint-20": True, "checkpoint-60": True, "checkpoint-80": True}
+    assert store.names() == {"checkpoint-60": True, "checkpoint-80": True}
 
 
 def test_a_fresh_machine_resumes_from_the_remote_before_step_0(tmp_path):
@@ -574,7 +577,9 @@ def test_the_complete_marker_is_synced_and_waits_for_every_ranks_files(tmp_path,
     assert not (ckpt / COMPLETE).exists()  # rank 1's RNG state is not there: not complete
     (ckpt / "rng_state_1.pth").write_bytes(b"r")
     MarkComplete(tmp_path / "dvclive", wait_s=0.5).on_save(args, state, None)
-    assert (ckpt / COMPLETE).read_text() == "step 10\n" and len(synced) >= 2  # the file and its directory
+    marker = json.loads((ckpt / COMPLETE).read_text())
+    assert marker == {"step": 10, "files": {"rng_state_0.pth": 1, "rng_state_1.pth": 1}}
+    assert len(synced) >= 4  # both files, the marker and the directories
 
 
 def test_prepare_leaves_no_split_file_when_it_is_interrupted(tmp_path, monkeypatch):

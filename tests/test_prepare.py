@@ -75,6 +75,7 @@ def test_prepare_split_keeps_good_clips_and_counts_every_drop_reason(tmp_path):
         "malformed_row": 1,
         "control_characters": 0,
         "missing_transcript": 0,
+        "unreadable_transcript": 0,
         "empty_sentence": 1,
         "sentence_too_long": 1,
         "down_votes": 1,

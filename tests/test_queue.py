@@ -22,6 +22,22 @@ def test_queue_status_is_parsed_by_experiment_name():
     assert parse_status(STATUS) == {"bad": "Failed", "lr-1e-3": "Success", "lr-3e-3": "Running"}
 
 
+# unnamed tasks from an earlier day: the Name cell is empty and Created has spaces in it
+EARLIER = """Task     Name     Created       Status
+5d8e1f0           Nov 24, 2026  Failed
+6a7b8c9           Nov 24, 2026  Running
+7f0e1d2           Nov 24, 2026  Success
+8c9d0e1  sweep-a  09:25 PM      Queued
+
+Worker status: 1 active, 0 idle
+"""
+
+
+def test_unnamed_tasks_of_an_earlier_day_are_told_apart_by_task_id():
+    expected = {"5d8e1f0": "Failed", "6a7b8c9": "Running", "7f0e1d2": "Success", "sweep-a": "Queued"}
+    assert parse_status(EARLIER) == expected
+
+
 @pytest.mark.slow
 def test_a_sweep_with_a_failing_experiment_is_reported_and_exits_1(tiny_repo, tmp_path):
     repo = tmp_path / "repo"

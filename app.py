@@ -138,14 +138,29 @@ class OutputDirs:
         self.max_age_s = max_age_s
 
     def new(self) -> Path:
+        self.sweep()
+        return Path(tempfile.mkdtemp(prefix="request-", dir=self.root))
+
+    def sweep(self) -> None:
+        """Remove the request dirs older than `max_age_s`."""
         cutoff = time.time() - self.max_age_s
-        for old in self.root.iterdir():
+        for old in self.root.iterdir() if self.root.is_dir() else []:
             try:
                 if old.stat().st_mtime < cutoff:
                     shutil.rmtree(old, ignore_errors=True)
             except FileNotFoundError:  # another request removed it first
                 pass
-        return Path(tempfile.mkdtemp(prefix="request-", dir=self.root))
+
+    def sweep_every(self, seconds: float) -> threading.Event:
+        """Sweep from a daemon thread every `seconds`, also while no request comes; set the event to stop it."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(seconds):
+                self.sweep()
+
+        threading.Thread(target=loop, name="output-sweeper", daemon=True).start()
+        return stop
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -197,13 +212,15 @@ async def _plain(send, status: int, text: str, headers: list | None = None) -> N
 CACHE_CLEANUP = (600, 3600)  # Gradio deletes its cached uploads and results older than 1 h, checking every 10 min
 
 
-def build_demo(model_dir: str, params: AppParams):
+def build_demo(model_dir: str, params: AppParams, delete_cache: tuple[float, float] = CACHE_CLEANUP):
     """The page; one request at a time on the one loaded model, up to 16 waiting, and no way around the queue
     (api_open=False: Gradio's direct routes /run/<name> and /api/<name> are refused)."""
     import gradio as gr
 
-    outputs = OutputDirs()
+    outputs = OutputDirs(max_age_s=delete_cache[1])  # (check every, remove older than) seconds, as Gradio's
+    stop_sweeping = outputs.sweep_every(delete_cache[0])
     atexit.register(outputs.close)
+    atexit.register(stop_sweeping.set)
 
     def handle(audio, progress=gr.Progress()):  # noqa: B008 (Gradio injects the tracker through this default)
         def report(done: int, total: int) -> None:
@@ -212,7 +229,7 @@ def build_demo(model_dir: str, params: AppParams):
         result = transcribe(audio, model_dir, params, report)
         return page_outputs(result, outputs.new())
 
-    with gr.Blocks(title="svwhisper: Swedish speech recognition", delete_cache=CACHE_CLEANUP) as demo:
+    with gr.Blocks(title="svwhisper: Swedish speech recognition", delete_cache=delete_cache) as demo:
         gr.Markdown(
             f"# svwhisper\nSwedish speech to text with `{Path(model_dir).name}` ({params.backend}). Recordings of "
             f"any length up to {spoken_length(params.max_duration_s)}: wav, mp3, flac, ogg, m4a, webm."

@@ -48,8 +48,8 @@ def shown_url(url: str) -> str:
     parts = urlsplit(url)
     if not parts.netloc:
         return url.split("?")[0]
-    host = parts.hostname or ""
-    return urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
+    host = parts.netloc.rsplit("@", 1)[-1]  # as written: a Drive folder id is case-sensitive
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def load_config(repo: Path):

@@ -1,0 +1,300 @@
+"""Benchmark: the served page under many clients at once, polite and hostile, on 127.0.0.1 only.
+
+Starts `app.py`'s page in its own process (so that its memory is measured alone) with the model, then
+`--clients` threads each send `--requests` requests, cycling through a mix: a good clip and a 3-minute
+recording through gradio_client (the queue), the same through raw HTTP to the queue's route
+(/gradio_api/call/transcribe), a file that is not audio, an HLS playlist naming a private file outside
+every upload dir, and direct POSTs to the routes that would skip the queue (/gradio_api/run/transcribe,
+/gradio_api/api/transcribe). Then it waits past the page's cache window and counts the files left in
+its temp dirs.
+
+Classified per request: answered (a transcript, or a ⚠️ message for bad input), busy (the queue is full,
+or the upload budget says try later: 429), refused (404 from a direct route), error (anything else: an
+HTTP 500, a traceback, a playlist that was read). Targets: errors == 0, the private file's words never
+come back, peak RSS of the server below idle + 1 GB (one request at a time decodes: one recording's
+samples and the model's activations, whatever the number of clients), files_left == 0.
+
+    python benchmarks/load.py                                  # 32 clients x 4 requests on models/final
+    python benchmarks/load.py --backend ctranslate2 --clients 16 --requests 2
+    python benchmarks/load.py --model-dir DIR --long-s 60      # a shorter long recording
+
+Needs `dvc repro` first (models/final, models/ct2). Every request loop is bounded in count and time.
+The last line printed is one JSON object.
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile as sf
+
+from svwhisper.audio import SAMPLE_RATE, load_audio
+from svwhisper.params import load_params
+from svwhisper.settings import BACKENDS, Paths
+from svwhisper.sources import Source, iter_clips
+from svwhisper.transcribe import default_model_dir
+
+REPO = Path(__file__).resolve().parents[1]
+KINDS = ("client_clip", "raw_run", "client_bad", "raw_call_clip", "client_playlist", "raw_api", "client_long")
+SERVER = """
+import sys, app
+from svwhisper.settings import AppParams
+model_dir, backend, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+check, age = float(sys.argv[4]), float(sys.argv[5])
+params = AppParams(backend=backend)
+app.cached_backend(backend, model_dir)
+demo = app.build_demo(model_dir, params, delete_cache=(check, age))
+demo.launch(**app.launch_options(params, "127.0.0.1", port), quiet=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_inputs(work: Path, long_s: float) -> dict[str, Path]:
+    """The files the clients send: a test clip, a recording of about `long_s` seconds, bad files, a playlist."""
+    test = [c for c in iter_clips(Source(kind="commonvoice", path=str(REPO / "data/sample/sv-SE"), tsv="test"))]
+    rng = np.random.default_rng(0)
+    parts, length = [], 0
+    for clip in test:
+        if length >= long_s * SAMPLE_RATE:
+            break
+        samples = load_audio(clip.audio)
+        parts += [np.zeros(int(rng.uniform(0.2, 1.5) * SAMPLE_RATE), np.float32), samples]
+        length += len(parts[-2]) + len(samples)
+    sf.write(work / "long.wav", np.concatenate(parts), SAMPLE_RATE)
+    (work / "notes.wav").write_text("inte ljud", encoding="utf-8")
+    private = work / "private"
+    private.mkdir()
+    secret = private / "secret.wav"
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE)
+    sf.write(secret, tone.astype(np.float32), SAMPLE_RATE)
+    playlist = work / "playlist.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:2,\n{secret}\n#EXT-X-ENDLIST\n", encoding="utf-8")
+    return {"clip": Path(test[0].audio), "long": work / "long.wav", "bad": work / "notes.wav", "playlist": playlist}
+
+
+class Server:
+    """app.py's page in a child process, with its temp dirs under `temp` and its RSS sampled."""
+
+    def __init__(self, model_dir: str, backend: str, temp: Path, cache: tuple[float, float]):
+        self.port, self.temp = free_port(), temp
+        env = {
+            **os.environ,
+            "GRADIO_TEMP_DIR": str(temp / "gradio"),
+            "TMPDIR": str(temp),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+        }
+        cmd = [sys.executable, "-c", SERVER, model_dir, backend, str(self.port), *map(str, cache)]
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.peak_mb, self.stop = 0.0, threading.Event()
+
+    def wait_ready(self, timeout: float = 300) -> float:
+        """Seconds until the page answers; then its idle RSS in MB is `self.idle_mb`."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"load: the server exited: {self.proc.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/config", timeout=5).status_code == 200:
+                    self.idle_mb = self.rss_mb()
+                    threading.Thread(target=self._sample, daemon=True).start()
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"load: the server did not answer within {timeout:g} s")
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.1):
+            try:
+                self.peak_mb = max(self.peak_mb, self.rss_mb())
+            except (OSError, StopIteration):
+                return
+
+    def files_left(self) -> list[str]:
+        return [str(p.relative_to(self.temp)) for p in self.temp.rglob("*") if p.is_file()]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def busy_text(text: str) -> bool:
+    text = text.lower()
+    return "queue is full" in text or "try again" in text or "429" in text
+
+
+def via_client(url: str, path: Path | None, timeout: float) -> tuple[str, str]:
+    """(outcome, detail) of one request through gradio_client (the queue)."""
+    from gradio_client import Client, handle_file
+
+    try:
+        client = Client(url, verbose=False, httpx_kwargs={"timeout": timeout})
+        job = client.submit(handle_file(str(path)) if path else None, api_name="/transcribe")
+        text = job.result(timeout=timeout)[0]
+    except Exception as err:  # noqa: BLE001 (each failure is classified, none stops the load)
+        return ("busy" if busy_text(str(err)) else "error"), f"{type(err).__name__}: {err}"[:300]
+    return "answered", text[:120]
+
+
+def via_raw_call(url: str, path: Path, timeout: float) -> tuple[str, str]:
+    """Upload, then POST /gradio_api/call/transcribe and read its event stream: the queue over plain HTTP."""
+    with httpx.Client(base_url=url, timeout=timeout) as http:
+        with path.open("rb") as handle:
+            upload = http.post("/gradio_api/upload", files={"files": (path.name, handle)})
+        if upload.status_code == 429:
+            return "busy", upload.text
+        if upload.status_code != 200:
+            return "error", f"upload HTTP {upload.status_code}"
+        data = [{"path": upload.json()[0], "meta": {"_type": "gradio.FileData"}}]
+        call = http.post("/gradio_api/call/transcribe", json={"data": data})
+        if call.status_code != 200:
+            return ("busy" if call.status_code == 429 else "error"), f"call HTTP {call.status_code}"
+        event = call.json()["event_id"]
+        with http.stream("GET", f"/gradio_api/call/transcribe/{event}") as stream:
+            kind, lines = "", []
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    kind = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and kind in ("complete", "error"):
+                    lines.append(line[5:].strip())
+                    break
+        payload = lines[0] if lines else ""
+        if kind == "complete":
+            return "answered", payload[:120]
+        return ("busy" if busy_text(payload) else "error"), f"{kind}: {payload}"[:300]
+
+
+def via_direct_route(url: str, route: str, timeout: float) -> tuple[str, str]:
+    answer = httpx.post(f"{url}/gradio_api/{route}/transcribe", json={"data": [None]}, timeout=timeout)
+    if answer.status_code == 404:
+        return "refused", "404"
+    return "error", f"HTTP {answer.status_code}: {answer.text[:200]}"
+
+
+def one_request(kind: str, url: str, inputs: dict[str, Path], timeout: float) -> tuple[str, str]:
+    if kind == "raw_run":
+        return via_direct_route(url, "run", timeout)
+    if kind == "raw_api":
+        return via_direct_route(url, "api", timeout)
+    if kind == "raw_call_clip":
+        return via_raw_call(url, inputs["clip"], timeout)
+    outcome, detail = via_client(url, inputs[kind.removeprefix("client_")], timeout)
+    expected = {"client_bad": "not an audio file", "client_playlist": "not an audio file"}.get(kind)
+    if outcome == "answered" and expected and expected not in detail:  # e.g. the playlist was followed and read
+        return "error", detail
+    return outcome, detail
+
+
+def run_load(
+    model_dir: str, backend: str, clients: int, requests: int, long_s: float, timeout: float, cache: tuple[float, float]
+) -> dict:
+    """Start the server, run the clients, wait out the cache window; the figures as a dict."""
+    with tempfile.TemporaryDirectory(prefix="svwhisper-load-") as scratch:
+        work, temp = Path(scratch) / "inputs", Path(scratch) / "server-temp"
+        work.mkdir()
+        temp.mkdir()
+        inputs = make_inputs(work, long_s)
+        server = Server(model_dir, backend, temp, cache)
+        try:
+            ready_s = server.wait_ready()
+            jobs = [(c, KINDS[(c + r) % len(KINDS)]) for c in range(clients) for r in range(requests)]
+            outcomes, latencies, examples = {}, [], {}
+            deadline = time.monotonic() + timeout
+
+            def work_of(job):
+                started = time.monotonic()
+                left = max(1.0, deadline - started)
+                outcome, detail = one_request(job[1], server.url, inputs, left)
+                return job[1], outcome, detail, time.monotonic() - started
+
+            started = time.monotonic()
+            with ThreadPoolExecutor(clients) as pool:
+                for kind, outcome, detail, seconds in pool.map(work_of, jobs):
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                    if outcome in ("answered", "refused"):
+                        latencies.append(seconds)
+                    examples.setdefault(f"{kind}:{outcome}", detail)
+            load_s = time.monotonic() - started
+            time.sleep(cache[0] + cache[1] + 1)  # past the cache window: everything a request left is due
+            left = server.files_left()
+        finally:
+            server.close()
+        stderr = server.proc.stderr.read() if server.proc.stderr else ""
+    latencies.sort()
+    return {
+        "backend": backend,
+        "model_dir": Path(model_dir).name,
+        "clients": clients,
+        "requests": len(jobs),
+        "answered": outcomes.get("answered", 0),
+        "busy": outcomes.get("busy", 0),
+        "refused_direct_route": outcomes.get("refused", 0),
+        "errors": outcomes.get("error", 0),
+        "http_500_in_server_log": stderr.count(" 500 ") + stderr.count("Traceback"),
+        "p50_latency_s": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
+        "p95_latency_s": round(float(np.percentile(latencies, 95)), 2) if latencies else None,
+        "load_s": round(load_s, 1),
+        "server_ready_s": round(ready_s, 1),
+        "server_idle_rss_mb": round(server.idle_mb),
+        "server_peak_rss_mb": round(server.peak_mb),
+        "rss_growth_mb": round(server.peak_mb - server.idle_mb),
+        "cache_window_s": list(cache),
+        "files_left": len(left),
+        "files_left_examples": left[:5],
+        "examples": examples,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=BACKENDS, default="transformers")
+    parser.add_argument("--model-dir", help="default: paths.final_model, or paths.exported for ctranslate2")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=4, help="requests per client")
+    parser.add_argument("--long-s", type=float, default=180.0, help="length of the long recording (s)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole load")
+    parser.add_argument("--cache", type=float, nargs=2, default=(5.0, 10.0), help="the page's cache window (s)")
+    args = parser.parse_args()
+    model_dir = args.model_dir or str(
+        REPO / default_model_dir(args.backend, load_params(Paths, "paths", REPO / "params.yaml"))
+    )
+    result = run_load(
+        model_dir, args.backend, args.clients, args.requests, args.long_s, args.timeout, tuple(args.cache)
+    )
+    result["targets_met"] = (
+        result["errors"] == 0
+        and result["http_500_in_server_log"] == 0
+        and result["rss_growth_mb"] < 1024
+        and result["files_left"] == 0
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The load test, bounded: many clients at once against the served page on 127.0.0.1 (benchmarks/load.py's code)."""
+
+import importlib.util
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("load_benchmark", REPO / "benchmarks" / "load.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_many_clients_polite_and_hostile_get_answers_or_busy_never_errors_and_leave_no_files(tiny_repo):
+    benchmark = load_benchmark()
+    result = benchmark.run_load(
+        str(tiny_repo / "models/final"), "transformers", clients=24, requests=2, long_s=60, timeout=400, cache=(2, 4)
+    )
+    summary = {k: v for k, v in result.items() if k != "examples"}
+    assert result["errors"] == 0 and result["http_500_in_server_log"] == 0, result
+    assert result["answered"] + result["busy"] + result["refused_direct_route"] == result["requests"] == 48, summary
+    direct = sum(
+        benchmark.KINDS[(c + r) % len(benchmark.KINDS)] in ("raw_run", "raw_api") for c in range(24) for r in (0, 1)
+    )
+    assert result["refused_direct_route"] == direct  # every direct POST to a route that would skip the queue
+    assert result["answered"] >= 10, summary  # the queue serves while it refuses what does not fit
+    assert "client_playlist:answered" in result["examples"] and "client_long:answered" in result["examples"], summary
+    assert result["rss_growth_mb"] < 1024, summary  # one request decodes at a time, whatever the number of clients
+    assert result["files_left"] == 0, result["files_left_examples"]

@@ -133,7 +133,10 @@ class Server:
                 return
 
     def files_left(self) -> list[str]:
-        return [str(p.relative_to(self.temp)) for p in self.temp.rglob("*") if p.is_file()]
+        """Files in the page's upload cache and its request dirs (a library's one 51-byte `.ses` session file in
+        the temp dir's top is the process's, not a request's)."""
+        dirs = [self.temp / "gradio", *self.temp.glob("svwhisper-*")]
+        return [str(p.relative_to(self.temp)) for d in dirs for p in d.rglob("*") if p.is_file()]
 
     def close(self) -> None:
         self.stop.set()
@@ -173,8 +176,8 @@ def via_raw_call(url: str, path: Path, timeout: float) -> tuple[str, str]:
             return "error", f"upload HTTP {upload.status_code}"
         data = [{"path": upload.json()[0], "meta": {"_type": "gradio.FileData"}}]
         call = http.post("/gradio_api/call/transcribe", json={"data": data})
-        if call.status_code != 200:
-            return ("busy" if call.status_code == 429 else "error"), f"call HTTP {call.status_code}"
+        if call.status_code != 200:  # 503: Gradio's "queue is full" on this route
+            return ("busy" if call.status_code in (429, 503) else "error"), f"call HTTP {call.status_code}: {call.text}"
         event = call.json()["event_id"]
         with http.stream("GET", f"/gradio_api/call/transcribe/{event}") as stream:
             kind, lines = "", []

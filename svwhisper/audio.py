@@ -207,7 +207,8 @@ def decode_with_ffmpeg(
     except AudioError:
         raise
     except Exception as err:  # noqa: BLE001 (any failure of a corrupt file is "cannot decode", never a crash)
-        raise AudioError(f"{name}: cannot decode audio ({type(err).__name__}: {err})") from None
+        reason = str(err).replace(str(source), name) if not isinstance(source, bytes) else str(err)
+        raise AudioError(f"{name}: cannot decode audio ({type(err).__name__}: {reason})") from None
     return out.result()
 
 
@@ -237,8 +238,9 @@ def load_audio(source: str | Path | bytes, max_duration_s: float | None = None, 
             return decode_with_ffmpeg(source, max_duration_s, name)
         except AudioTooLong:
             raise
-        except AudioError:
-            raise AudioError(f"{name}: cannot decode audio ({err})") from None
+        except AudioError:  # libsndfile's reason, without the path it names (the caller's `name` stands for it)
+            reason = str(err).replace(str(source), name) if not isinstance(source, bytes) else str(err)
+            raise AudioError(f"{name}: cannot decode audio ({reason})") from None
 
 
 def encode_flac(samples: np.ndarray) -> bytes:

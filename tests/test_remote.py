@@ -211,6 +211,10 @@ def test_training_killed_on_one_machine_resumes_on_another_from_the_pushed_check
     state = json.loads(next((machine_2 / "checkpoints").glob("*/checkpoint-60/trainer_state.json")).read_text())
     assert state["global_step"] == 60
     assert "pushed checkpoint-60" in resumed  # and machine 2 mirrors on in turn
+    # the best checkpoint is there for load_best_model_at_end, as in an uninterrupted run
+    best = Path(state["best_model_checkpoint"]).name
+    assert (machine_2 / "checkpoints" / Path(state["best_model_checkpoint"]).parent.name / best).is_dir(), best
+    assert "best dev WER" in resumed and "is not on disk" not in resumed, resumed
 
 
 # --- no secrets in git ---

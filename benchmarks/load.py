@@ -282,7 +282,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4, help="requests per client")
     parser.add_argument("--long-s", type=float, default=180.0, help="length of the long recording (s)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole load")
-    parser.add_argument("--cache", type=float, nargs=2, default=(5.0, 10.0), help="the page's cache window (s)")
+    parser.add_argument("--cache", type=float, nargs=2, default=(10.0, 60.0), help="the page's cache window (s)")
     args = parser.parse_args()
     model_dir = args.model_dir or str(
         REPO / default_model_dir(args.backend, load_params(Paths, "paths", REPO / "params.yaml"))

@@ -174,7 +174,8 @@ def test_ctranslate2_backend_and_the_cli_write_subtitles(tiny_repo, memorised, t
     assert len([line for line in done.stdout.splitlines() if line.startswith("[")]) == len(sentences)
     words = " ".join(normalize(s) for s in sentences).split()
     heard = json.loads((tmp_path / "rec.json").read_text(encoding="utf-8"))["text"].split()
-    assert sum(a == b for a, b in zip(heard, words, strict=False)) >= 0.9 * len(words)  # int8 may flip a word
+    # int8 kernels differ a little between instruction sets: a WER bound, never word by word by position
+    assert error_rates([" ".join(words)], [" ".join(heard)])["wer"] <= MAX_LONG_FORM_WER
     assert (tmp_path / "rec.srt").read_text(encoding="utf-8").count(" --> ") == len(sentences)
     missing = subprocess.run(
         [*cmd[:4], "--model-dir", str(tmp_path / "none")], cwd=REPO, capture_output=True, text=True

@@ -128,8 +128,9 @@ class OutputDirs:
     """One temp dir per request for its subtitle files, under one root; none is removed by another request.
 
     Gradio copies a result's files into its own cache as soon as the request returns, so a dir is no
-    longer needed after that; `new` removes the dirs older than `max_age_s` (an hour, Gradio's own
-    cache window), and `close` removes the root (at exit). Safe with requests running at once.
+    longer needed after that; `sweep` (at each new request, and from `sweep_every`'s thread) removes the
+    dirs older than `max_age_s` (an hour, Gradio's own cache window), and `close` removes the root (at
+    exit). Safe with requests running at once.
     """
 
     def __init__(self, root: Path | None = None, max_age_s: float = 3600.0):

@@ -185,10 +185,22 @@ def decode_with_ffmpeg(
     time into 16 kHz mono with a running cap. Raises AudioError (naming the file as `name`, by default
     its path) when it is not an allowed container or FFmpeg cannot read it.
     """
+    name = _named(source, name)
+    return _decode_ffmpeg(source, container_of(source, name), max_duration_s, name)
+
+
+def _named(source: str | Path | bytes, name: str | None) -> str:
+    return name or ("<bytes>" if isinstance(source, bytes) else str(source))
+
+
+def _reason(err: Exception, source: str | Path | bytes, name: str) -> str:
+    """A decoder's error text with the path it names replaced by `name` (a message must not show server paths)."""
+    return str(err) if isinstance(source, bytes) else str(err).replace(str(source), name)
+
+
+def _decode_ffmpeg(source: str | Path | bytes, container: str, max_duration_s: float | None, name: str) -> np.ndarray:
     import av
 
-    name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
-    container = container_of(source, name)
     try:
         with _open_ffmpeg(source, container) as opened:
             if not opened.streams.audio:
@@ -207,8 +219,7 @@ def decode_with_ffmpeg(
     except AudioError:
         raise
     except Exception as err:  # noqa: BLE001 (any failure of a corrupt file is "cannot decode", never a crash)
-        reason = str(err).replace(str(source), name) if not isinstance(source, bytes) else str(err)
-        raise AudioError(f"{name}: cannot decode audio ({type(err).__name__}: {reason})") from None
+        raise AudioError(f"{name}: cannot decode audio ({type(err).__name__}: {_reason(err, source, name)})") from None
     return out.result()
 
 
@@ -222,25 +233,24 @@ def load_audio(source: str | Path | bytes, max_duration_s: float | None = None, 
     cap (for a header that understates). Raises AudioError naming the file (as `name`, by default its
     path) on any failure.
     """
-    name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
+    name = _named(source, name)
     container = container_of(source, name)
     info = header_info(source, container)
     if max_duration_s is not None and info is not None and info.duration_s > max_duration_s:
         raise AudioTooLong(name, max_duration_s, info.duration_s)
     if container not in LIBSNDFILE_FORMATS:
-        return decode_with_ffmpeg(source, max_duration_s, name)
+        return _decode_ffmpeg(source, container, max_duration_s, name)
     try:
         return _decode_sndfile(io.BytesIO(source) if isinstance(source, bytes) else source, name, max_duration_s)
     except AudioError:
         raise
     except Exception as err:  # noqa: BLE001 (libsndfile cannot: FFmpeg may; a corrupt file is an AudioError)
         try:
-            return decode_with_ffmpeg(source, max_duration_s, name)
+            return _decode_ffmpeg(source, container, max_duration_s, name)
         except AudioTooLong:
             raise
-        except AudioError:  # libsndfile's reason, without the path it names (the caller's `name` stands for it)
-            reason = str(err).replace(str(source), name) if not isinstance(source, bytes) else str(err)
-            raise AudioError(f"{name}: cannot decode audio ({reason})") from None
+        except AudioError:  # libsndfile's reason, then
+            raise AudioError(f"{name}: cannot decode audio ({_reason(err, source, name)})") from None
 
 
 def encode_flac(samples: np.ndarray) -> bytes:

@@ -155,21 +155,32 @@ def probe(fs, path: str, url: str, name: str) -> str:
     return ""
 
 
-def with_timeout(work, timeout: float, late: str) -> str:
-    """work()'s answer, or `late` if it takes longer than `timeout` seconds (it is left behind in a daemon thread)."""
-    answer: list[str] = []
+def in_thread(work, timeout: float) -> list:
+    """[work()'s result, or the exception it raised], or [] when it takes longer than `timeout` seconds (it is left
+    behind in a daemon thread)."""
+    answer: list = []
 
     def target():
         try:
             answer.append(work())
         except Exception as err:  # every failure of a remote is an answer to report, not a crash
-            cause = f" ({err.__cause__})" if err.__cause__ else ""
-            answer.append(f"{type(err).__name__}: {err}{cause}")
+            answer.append(err)
 
     worker = threading.Thread(target=target, daemon=True)
     worker.start()
     worker.join(timeout)
-    return answer[0] if answer else late
+    return answer
+
+
+def with_timeout(work, timeout: float, late: str) -> str:
+    """work()'s answer, or `late` if it takes longer than `timeout` seconds, or what it raised, as a line."""
+    answer = in_thread(work, timeout)
+    if not answer:
+        return late
+    if isinstance(err := answer[0], Exception):
+        cause = f" ({err.__cause__})" if err.__cause__ else ""
+        return f"{type(err).__name__}: {err}{cause}"
+    return answer[0]
 
 
 def connect(repo: Path, name: str = "", timeout: float = 60.0) -> tuple[str, object, str]:
@@ -390,26 +401,20 @@ def fetch_run_from_remote(
     past it (a stalled connection) training starts from what is local, and the fetch left behind changes
     nothing. A remote that cannot be used is reported. The checkpoint fetched, or None."""
     opener = opener or (lambda: CheckpointStore.open(repo, params.name, fingerprint, params.check_timeout_s))
-    cancelled, answer = threading.Event(), []
+    cancelled = threading.Event()
 
-    def fetch() -> None:
-        try:
-            store = opener()
-            answer.append((store, resume_from_remote(store, run_dir, cancelled)))
-        except RemoteError as err:
-            answer.append(err)
-        except Exception as err:  # noqa: BLE001 (a remote that fails must not stop training from its local state)
-            answer.append(RemoteError(f"{type(err).__name__}: {err}"))
+    def fetch():
+        store = opener()
+        return store, resume_from_remote(store, run_dir, cancelled)
 
-    worker = threading.Thread(target=fetch, name="checkpoint-fetch", daemon=True)
-    worker.start()
-    worker.join(params.fetch_timeout_s)
+    answer = in_thread(fetch, params.fetch_timeout_s)
     if not answer:
         cancelled.set()
         print(f"train: no checkpoints fetched from the remote (no answer within {params.fetch_timeout_s:g} s)")
         return None
-    if isinstance(answer[0], RemoteError):
-        print(f"train: no checkpoints fetched from the remote ({answer[0]})")
+    if isinstance(err := answer[0], Exception):  # a remote that fails must not stop training from its local state
+        reason = str(err) if isinstance(err, RemoteError) else f"{type(err).__name__}: {err}"
+        print(f"train: no checkpoints fetched from the remote ({reason})")
         return None
     store, fetched = answer[0]
     if fetched is not None:

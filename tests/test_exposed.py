@@ -345,17 +345,3 @@ def test_an_unreachable_remote_with_a_password_in_its_url_is_reported_without_it
             connect(tmp_path, "store", timeout=3)
     assert "hunter2" not in str(caught.value) and "s3cr3t" not in str(caught.value) and "alice" not in str(caught.value)
     assert f"127.0.0.1:{port}" in str(caught.value)
-
-
-def test_keys_netrc_and_token_files_are_ignored_by_git(tmp_path):
-    import subprocess
-
-    from conftest import run
-
-    run(["git", "init", "-q"], tmp_path)
-    (tmp_path / ".gitignore").write_text((REPO / ".gitignore").read_text())
-    risky = ["id_rsa", "id_rsa.pub", "id_ed25519", ".netrc", "cert.pfx", "cert.p12", "token.txt"]
-    for name in risky:
-        (tmp_path / name).write_text("x")
-    ignored = subprocess.run(["git", "check-ignore", *risky], cwd=tmp_path, capture_output=True, text=True).stdout
-    assert ignored.split() == risky

@@ -623,6 +623,7 @@ def test_secret_file_names_are_ignored_by_git(tmp_path):
     run(["git", "init", "-q"], probe)
     (probe / ".gitignore").write_text((REPO / ".gitignore").read_text())
     risky = ["key.json", "sa.json", "token.json", "deploy.key", ".env.local", ".env", "my-proj-1a2b3c4d5e6f.json"]
+    risky += ["id_rsa", "id_rsa.pub", "id_ed25519", ".netrc", "cert.pfx", "cert.p12", "token.txt"]
     for name in risky:
         (probe / name).write_text("x")
     ignored = subprocess.run(["git", "check-ignore", *risky], cwd=probe, capture_output=True, text=True).stdout

@@ -5,7 +5,8 @@ Starts `app.py`'s page in its own process (so that its memory is measured alone)
 recording through gradio_client (the queue), the same through raw HTTP to the queue's route
 (/gradio_api/call/transcribe), a file that is not audio, an HLS playlist naming a private file outside
 every upload dir, and direct POSTs to the routes that would skip the queue (/gradio_api/run/transcribe,
-/gradio_api/api/transcribe). Then it waits past the page's cache window and counts the files left in
+/gradio_api/api/transcribe). Then each kind once more, alone on the idle queue (none may be busy
+there), and it waits past the page's cache window and counts the files left in
 its temp dirs.
 
 Classified per request: answered (a transcript, or a ⚠️ message for bad input), busy (the queue is full,
@@ -244,6 +245,13 @@ def run_load(
                         latencies.append(seconds)
                     examples.setdefault(f"{kind}:{outcome}", detail)
             load_s = time.monotonic() - started
+            # Then each kind once on the idle queue: under load any of them may be told "busy"; here none may be.
+            quiet = {}
+            for kind in KINDS:
+                outcome, detail = one_request(kind, server.url, inputs, max(60.0, deadline - time.monotonic()))
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                quiet[kind] = outcome
+                examples.setdefault(f"{kind}:{outcome}", detail)
             time.sleep(cache[0] + cache[1] + 1)  # past the cache window: everything a request left is due
             left = server.files_left()
         finally:
@@ -254,7 +262,7 @@ def run_load(
         "backend": backend,
         "model_dir": Path(model_dir).name,
         "clients": clients,
-        "requests": len(jobs),
+        "requests": len(jobs) + len(KINDS),
         "answered": outcomes.get("answered", 0),
         "busy": outcomes.get("busy", 0),
         "refused_direct_route": outcomes.get("refused", 0),
@@ -268,6 +276,7 @@ def run_load(
         "server_peak_rss_mb": round(server.peak_mb),
         "rss_growth_mb": round(server.peak_mb - server.idle_mb),
         "cache_window_s": list(cache),
+        "quiet": quiet,
         "files_left": len(left),
         "files_left_examples": left[:5],
         "examples": examples,

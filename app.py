@@ -24,8 +24,8 @@ import numpy as np
 
 from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_mono_16k
 from svwhisper.longform import Segment, to_json, to_srt, to_vtt
-from svwhisper.params import load_params
-from svwhisper.settings import BACKENDS, AppParams, Paths
+from svwhisper.paramfile import load_params
+from svwhisper.params import BACKENDS, AppParams, Paths
 from svwhisper.transcribe import (
     default_model_dir,
     load_backend,

@@ -27,15 +27,15 @@ import numpy as np
 
 from svwhisper.audio import SAMPLE_RATE, load_audio
 from svwhisper.data import FeatureSplit
-from svwhisper.features import pad_features
 from svwhisper.featurize import featurize_split
+from svwhisper.logmel import pad_features
 from svwhisper.modeling import train_tokenizer
-from svwhisper.prepare import prepare_split
-from svwhisper.settings import (
+from svwhisper.params import (
     FeaturizeParams,
     PrepareParams,
     Sources,
 )
+from svwhisper.prepare import prepare_split
 from svwhisper.sources import Source
 from svwhisper.text import TextParams, normalize
 

@@ -40,8 +40,8 @@ import numpy as np
 import soundfile as sf
 
 from svwhisper.audio import SAMPLE_RATE, load_audio
-from svwhisper.params import load_params
-from svwhisper.settings import BACKENDS, Paths
+from svwhisper.paramfile import load_params
+from svwhisper.params import BACKENDS, Paths
 from svwhisper.sources import Source, iter_clips
 from svwhisper.transcribe import default_model_dir
 
@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 KINDS = ("client_clip", "raw_run", "client_bad", "raw_call_clip", "client_playlist", "raw_api", "client_long")
 SERVER = """
 import sys, app
-from svwhisper.settings import AppParams
+from svwhisper.params import AppParams
 model_dir, backend, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 check, age = float(sys.argv[4]), float(sys.argv[5])
 params = AppParams(backend=backend)

@@ -29,8 +29,8 @@ import numpy as np
 from svwhisper.audio import SAMPLE_RATE, load_audio
 from svwhisper.decoding import DecodeOptions
 from svwhisper.metrics import error_rates
-from svwhisper.params import load_params
-from svwhisper.settings import Paths
+from svwhisper.paramfile import load_params
+from svwhisper.params import Paths
 from svwhisper.sources import Clip, Source, iter_clips
 from svwhisper.transcribe import (
     BACKENDS,

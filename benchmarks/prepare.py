@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from svwhisper.params import PrepareParams, Sources
 from svwhisper.prepare import prepare_split
-from svwhisper.settings import PrepareParams, Sources
 from svwhisper.sources import Clip, Source, iter_clips
 
 REPO = Path(__file__).resolve().parents[1]

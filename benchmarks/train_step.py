@@ -24,10 +24,10 @@ import torch
 
 from svwhisper.audio import load_audio
 from svwhisper.data import SpeechCollator
-from svwhisper.features import compact_log_mel
+from svwhisper.logmel import compact_log_mel
 from svwhisper.modeling import build_local
-from svwhisper.params import load_params
-from svwhisper.settings import ModelParams, TrainParams
+from svwhisper.paramfile import load_params
+from svwhisper.params import ModelParams, TrainParams
 from svwhisper.sources import Clip, Source, iter_clips
 from svwhisper.text import normalize
 from svwhisper.trainer import ctc_loss

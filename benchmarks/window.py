@@ -23,7 +23,7 @@ import torch
 
 from svwhisper.audio import load_audio
 from svwhisper.data import SpeechCollator
-from svwhisper.features import compact_log_mel
+from svwhisper.logmel import compact_log_mel
 from svwhisper.modeling import set_audio_window, set_language_and_task
 from svwhisper.sources import Clip, Source, iter_clips
 from svwhisper.whisper_base import load_whisper_base

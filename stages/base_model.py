@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from svwhisper import whisper_base
-from svwhisper.files import atomic_dir
+from svwhisper.atomic import atomic_dir
 from svwhisper.modeling import build_local, load_pretrained, set_audio_window, set_language_and_task
-from svwhisper.params import load_params
-from svwhisper.settings import ModelParams, TextParams
+from svwhisper.paramfile import load_params
+from svwhisper.params import ModelParams, TextParams
 from svwhisper.text import label_text
 
 

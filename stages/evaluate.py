@@ -16,12 +16,12 @@ import pandas as pd
 from tqdm import tqdm
 from transformers import WhisperConfig
 
+from svwhisper.atomic import write_text_atomic
 from svwhisper.data import FeatureSplit, SpeechCollator
 from svwhisper.decode import PROMPT_TOKENS, generate_text, load_model
-from svwhisper.files import write_text_atomic
 from svwhisper.metrics import error_rates, word_errors
-from svwhisper.params import PARAMS_FILE, ParamsError, check_generation_fits, load_params
-from svwhisper.settings import EvaluateParams
+from svwhisper.paramfile import PARAMS_FILE, ParamsError, check_generation_fits, load_params
+from svwhisper.params import EvaluateParams
 
 
 def transcribe_split(model_dir: Path, split: FeatureSplit, params: EvaluateParams, name: str) -> list[str]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 # the processor and generation files the CTranslate2 backend reads beside model.bin
 from svwhisper.export import export
-from svwhisper.params import load_params
-from svwhisper.settings import ExportParams
+from svwhisper.paramfile import load_params
+from svwhisper.params import ExportParams
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Uses the base model's own processor, so a pretrained Whisper gets its own 80/128-bin front end
 and vocabulary. Features are computed over each clip rather than the padded window and stored
-trimmed, in float16 (see svwhisper.features). The prepared data is read one shard at a time,
+trimmed, in float16 (see svwhisper.logmel). The prepared data is read one shard at a time,
 so memory does not grow with the corpus; log-mel runs over `num_proc` worker processes. The
 same inputs give byte-identical shards.
 
@@ -17,8 +17,8 @@ from transformers import WhisperConfig, WhisperProcessor
 
 from svwhisper.audio import SAMPLE_RATE
 from svwhisper.featurize import featurize_split
-from svwhisper.params import load_params
-from svwhisper.settings import SPLITS, FeaturizeParams, TextParams
+from svwhisper.paramfile import load_params
+from svwhisper.params import SPLITS, FeaturizeParams, TextParams
 
 
 def main() -> None:

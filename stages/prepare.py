@@ -13,11 +13,11 @@ import argparse
 import json
 from pathlib import Path
 
+from svwhisper.atomic import write_text_atomic
 from svwhisper.audio import SAMPLE_RATE
-from svwhisper.files import write_text_atomic
-from svwhisper.params import load_params
+from svwhisper.paramfile import load_params
+from svwhisper.params import SPLITS, PrepareParams
 from svwhisper.prepare import overlaps, prepare_split
-from svwhisper.settings import SPLITS, PrepareParams
 
 
 def main() -> None:

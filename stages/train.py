@@ -23,24 +23,24 @@ from transformers import (
 
 from svwhisper.checkpoints import MarkComplete, resumable, run_fingerprint, start_or_resume
 from svwhisper.data import FeatureSplit, SpeechCollator
-from svwhisper.params import (
+from svwhisper.paramfile import (
     PARAMS_FILE,
     ParamsError,
     check_generation_fits,
     load_params,
 )
+from svwhisper.params import RemoteParams, TrainParams
 from svwhisper.remote import CheckpointMirror, fetch_run_from_remote
-from svwhisper.settings import RemoteParams, TrainParams
 from svwhisper.trainer import (
     JointCTCTrainer,
     TrainStepDVCLive,
     build_model,
+    resolve_precision,
     save_final,
     train_or_explain_oom,
     training_args,
     wer_metric,
 )
-from svwhisper.training import resolve_precision
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from svwhisper.files import fsync_tree, write_text_atomic
+from svwhisper.atomic import fsync_tree, write_text_atomic
 
 COMPLETE = "COMPLETE"  # written last: a checkpoint without it was cut off mid-write
 LOGS = "dvclive"  # the dvclive dir as it was at the checkpoint, restored on resume

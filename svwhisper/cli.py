@@ -18,7 +18,7 @@ COMMANDS = {
     "publish": ("svwhisper.publish", "publish the final model with a model card to the Hugging Face Hub"),
     "study": ("svwhisper.study", "run the improvement study's experiments, or print its table"),
     "preset": ("svwhisper.preset", "run a preset (e.g. whisper-small on Common Voice) as a dvc experiment"),
-    "queue": ("svwhisper.queue", "run queued experiments and exit 1 naming any that failed"),
+    "queue": ("svwhisper.dvc_queue", "run queued experiments and exit 1 naming any that failed"),
 }
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from svwhisper.features import pad_features
+from svwhisper.logmel import pad_features
 
 
 class FeatureSplit(torch.utils.data.Dataset):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from svwhisper.settings import DecodeOptions
+from svwhisper.params import DecodeOptions
 
 SECONDS_PER_POSITION = 0.02  # one encoder position: two 10 ms log-mel frames
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from svwhisper.files import atomic_dir
-from svwhisper.folders import EXPORT_COPIED
+from svwhisper.atomic import atomic_dir
+from svwhisper.model_files import EXPORT_COPIED
 
 # the processor and generation files the CTranslate2 backend reads beside model.bin
 

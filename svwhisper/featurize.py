@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import torch
 from transformers import WhisperProcessor
 
+from svwhisper.atomic import atomic_dir
 from svwhisper.audio import load_audio
-from svwhisper.features import compact_log_mel
-from svwhisper.files import atomic_dir
-from svwhisper.settings import FeaturizeParams, TextParams
+from svwhisper.logmel import compact_log_mel
+from svwhisper.params import FeaturizeParams, TextParams
 from svwhisper.text import label_text
 
 

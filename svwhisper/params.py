@@ -1,229 +1,370 @@
-"""Typed, frozen views of `params.yaml` blocks.
+"""Every setting of svwhisper, in one place: one frozen dataclass per block of `params.yaml`.
 
-Each stage declares a frozen dataclass for its block and calls `load_params(Block, "name")`.
-Values are coerced to the field's type (`dvc exp run -S train.learning_rate=2e-5` writes
-`2e-05`, which YAML reads back as a string), and a key the dataclass does not know is an
-error naming the file, line and key: a typo must never become a silently ignored setting.
-So are a key written twice (YAML would keep the last silently), a number that is not finite,
-and a value outside the range its block's `check()` allows.
+Each default is the value `params.yaml` ships (a test loads every block and compares), so code that
+builds `TrainParams()` runs what a user runs. Stages, the app, the CLIs and the benchmarks read their
+block with `svwhisper.paramfile.load_params(Block, "name")`; values are coerced to the field types and each
+block's `check()` refuses what makes no sense, naming the file, line and key.
 """
 
 import dataclasses
-import math
-import types
-import typing
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from svwhisper.paramfile import ParamsRangeError, at_least, one_of, within
 
-PARAMS_FILE = Path("params.yaml")
-
-
-class ParamsError(ValueError):
-    """A params.yaml problem, with the file, line and key in its message."""
-
-
-class ParamsRangeError(ValueError):
-    """Raised by a block's `check()` about one key, so that the error names that key's line."""
-
-    def __init__(self, key: str, message: str):
-        self.key, self.message = key, message
-        super().__init__(f"{key} {message}")
-
-
-def at_least(params, low, *keys: str) -> None:
-    """Each of `keys` of `params` must be >= low."""
-    for key in keys:
-        if not getattr(params, key) >= low:
-            raise ParamsRangeError(key, f"must be >= {low}, got {getattr(params, key)}")
+SPLITS = ("train", "dev", "test")
+PACKAGED_BASE = "packaged:openai/whisper-base"  # model.name of OpenAI Whisper base from the verified packages
+BACKENDS = ("transformers", "ctranslate2")
+CHUNKERS = ("vad", "energy")
+QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
+# the launchers the train stage's command may start with, options only: no shell syntax reaches dvc.yaml's cmd
+LAUNCHER = re.compile(r"(python3?|torchrun|accelerate launch)( --[a-z][a-z0-9_-]*([= ][A-Za-z0-9_.:/-]+)?)*")
+# a path of the `paths` block, pasted into dvc.yaml's shell commands: no spaces, quotes, `$`, `;`, nor a leading `-`
+SAFE_PATH = re.compile(r"/?[A-Za-z0-9_][A-Za-z0-9_.+/-]*")
+TSV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a Common Voice TSV's name, without folders
+# the fields each kind of data source needs (besides `kind`); fields of other kinds must be left unset
+KIND_FIELDS = {"commonvoice": {"path", "tsv"}, "manifest": {"path"}, "folder": {"path"}, "hf": {"name"}}
+HF_ONLY = ("name", "config", "split", "revision", "streaming", "audio_column", "text_column", "speaker_column")
 
 
-def within(params, low, high, *keys: str, high_open: bool = False) -> None:
-    """Each of `keys` must lie in [low, high] ([low, high) with `high_open`)."""
-    for key in keys:
-        value = getattr(params, key)
-        if not (low <= value < high if high_open else low <= value <= high):
-            bracket = ")" if high_open else "]"
-            raise ParamsRangeError(key, f"must be in [{low}, {high}{bracket}, got {value}")
+@dataclass(frozen=True)
+class Paths:
+    """The `paths` block: every file and dir the stages and the app share (dvc.yaml uses ${paths.*})."""
+
+    prepared: str = "data/prepared"
+    prepare_report: str = "reports/prepare.json"
+    base_model: str = "models/base"
+    features: str = "data/features"
+    final_model: str = "models/final"
+    exported: str = "models/ct2"
+    checkpoints: str = "checkpoints"
+    train_log: str = "dvclive"
+    metrics: str = "metrics/eval.json"
+    predictions: str = "reports/predictions.tsv"
+
+    def check(self) -> None:
+        for key, value in dataclasses.asdict(self).items():  # each is pasted into dvc.yaml's shell commands
+            if not SAFE_PATH.fullmatch(value) or ".." in Path(value).parts:
+                raise ParamsRangeError(
+                    key, f"must be a path of letters, digits and . _ + - / without '..', got {value!r}"
+                )
 
 
-def one_of(params, key: str, allowed) -> None:
-    if getattr(params, key) not in allowed:
-        raise ParamsRangeError(key, f"must be one of {', '.join(map(str, allowed))}; got {getattr(params, key)!r}")
+@dataclass(frozen=True)
+class Source:
+    """One entry of `prepare.sources.<split>`."""
+
+    kind: str  # commonvoice | manifest | folder | hf
+    path: str = ""  # commonvoice: locale dir; manifest: .csv/.tsv file; folder: dir; hf: local data files (glob)
+    tsv: str = ""  # commonvoice: train, dev, test, validated, other, ...
+    name: str = ""  # hf: hub id (fixie-ai/common_voice_17_0) or a file builder (parquet, csv, audiofolder)
+    config: str = ""  # hf: configuration, e.g. sv-SE
+    split: str = "train"  # hf: split of that dataset
+    revision: str = ""  # hf: commit or tag to pin, so that a rerun reads the same data
+    streaming: bool = False  # hf: read rows as they download instead of caching the whole set first
+    audio_column: str = "audio"  # hf: column holding audio ({bytes, path} or a path)
+    text_column: str = "sentence"  # hf: column holding the transcript
+    speaker_column: str = ""  # hf: column naming the speaker ("" = unknown)
+
+    def check(self) -> None:
+        if self.kind not in KIND_FIELDS:
+            raise ValueError(f"kind {self.kind!r} is not one of {', '.join(KIND_FIELDS)}")
+        for field in KIND_FIELDS[self.kind]:
+            if not getattr(self, field):
+                raise ValueError(f"a {self.kind} source needs {field!r}")
+        if self.tsv and self.kind != "commonvoice":
+            raise ValueError(f"'tsv' is for commonvoice sources, not {self.kind}")
+        if self.tsv and not TSV_NAME.fullmatch(self.tsv):
+            raise ValueError(f"'tsv' is the name of a TSV of the release (train, dev, test, ...), got {self.tsv!r}")
+        defaults = Source(kind=self.kind)
+        stray = [f for f in HF_ONLY if self.kind != "hf" and getattr(self, f) != getattr(defaults, f)]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} only apply to hf sources, not {self.kind}")
+
+    def describe(self) -> str:
+        """A short name for logs and the report, e.g. `commonvoice:data/cv/sv-SE/train.tsv`."""
+        if self.kind == "commonvoice":
+            return f"commonvoice:{Path(self.path) / self.tsv}.tsv"
+        if self.kind == "hf":
+            parts = [self.name, self.config, self.split, self.path]
+            return "hf:" + "/".join(p for p in parts if p)
+        return f"{self.kind}:{self.path}"
+
+    def local_paths(self) -> list[Path]:
+        """Files or dirs on this machine that the source reads (none for a hub dataset)."""
+        if not self.path:
+            return []
+        if self.kind == "commonvoice":
+            return [Path(self.path), Path(self.path) / f"{self.tsv}.tsv"]
+        return [Path(self.path.split("*")[0] or ".")]  # a glob's fixed prefix
 
 
-def _duplicate_keys(text: str, path: Path) -> None:
-    """ParamsError at the second occurrence of any key written twice in one mapping of the YAML `text`."""
-
-    def walk(node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            first: dict = {}
-            for key, value in node.value:
-                name = f"{prefix}.{key.value}" if prefix else str(key.value)
-                if key.value in first:
-                    raise ParamsError(
-                        f"{path}:{key.start_mark.line + 1}: {name}: duplicate key (first at line {first[key.value]})"
-                    )
-                first[key.value] = key.start_mark.line + 1
-                walk(value, name)
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                walk(item, f"{prefix}[{index}]")
-
-    walk(yaml.compose(text), "")
+def _sample(tsv: str) -> tuple[Source, ...]:
+    return (Source(kind="commonvoice", path="data/sample/sv-SE", tsv=tsv),)
 
 
-def _key_lines(text: str, block: str) -> dict[str, int]:
-    """1-based line of every key inside `block` of a YAML document, by dotted path (for error messages).
+@dataclass(frozen=True)
+class Sources:
+    """`prepare.sources`: for each split, the sources whose clips it merges, in order."""
 
-    Nested keys are named as in error messages: `sources.train[0].kind`.
-    """
-    lines: dict[str, int] = {}
+    train: tuple[Source, ...] = _sample("train")
+    dev: tuple[Source, ...] = _sample("dev")
+    test: tuple[Source, ...] = _sample("test")
 
-    def walk(node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                name = f"{prefix}.{key.value}" if prefix else key.value
-                lines[name] = key.start_mark.line + 1
-                walk(value, name)
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                lines[f"{prefix}[{index}]"] = item.start_mark.line + 1
-                walk(item, f"{prefix}[{index}]")
-
-    root = yaml.compose(text)
-    for key_node, value_node in getattr(root, "value", []):
-        if key_node.value == block:
-            walk(value_node, "")
-    return lines
+    def check(self) -> None:
+        for split in SPLITS:
+            if not getattr(self, split):
+                raise ValueError(f"split {split!r} has no sources")
 
 
-def _coerce(value, target, key: str, where):
-    """Convert `value` (at `key` of the block) to the annotation `target`.
+@dataclass(frozen=True)
+class PrepareParams:
+    sources: Sources = Sources()
+    local_data: str = "data/sample"  # the dir DVC watches; every local source must lie inside it
+    min_duration_s: float = 0.3
+    max_duration_s: float = 4.0
+    max_sentence_chars: int = 250
+    min_chars_per_second: float = 2.0
+    max_chars_per_second: float = 30.0
+    min_vote_margin: int = 0
+    drop_test_speakers_from_train: bool = False
+    max_clips_per_split: int = 0
 
-    Supported: int, float, bool, str, tuple[...], Optional, and nested frozen dataclasses
-    (e.g. a tuple of data sources). `where(key)` gives the `file:line: block.key` of an error.
-    """
-    origin = typing.get_origin(target)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(target) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key, where)
-    if origin is tuple:
-        (item_type, _ellipsis) = typing.get_args(target)
-        items = value if isinstance(value, list | tuple) else [value]
-        return tuple(_coerce(v, item_type, f"{key}[{i}]", where) for i, v in enumerate(items))
-    if dataclasses.is_dataclass(target):
-        return _parse_dataclass(target, value, key, where)
-    if target is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ParamsError(f"{where(key)}: expected true or false, got {value!r}")
-    if target in (int, float):
-        if isinstance(value, bool):
-            raise ParamsError(f"{where(key)}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError, OverflowError):  # OverflowError: an int of hundreds of digits
-            raise ParamsError(f"{where(key)}: expected a number, got {_shown(value)}") from None
-        if not math.isfinite(number):
-            raise ParamsError(f"{where(key)}: expected a finite number, got {_shown(value)}")
-        if target is int:
-            if not number.is_integer():
-                raise ParamsError(f"{where(key)}: expected a whole number, got {_shown(value)}")
-            if abs(number) >= 2**63:  # torch, numpy and the Trainer take 64-bit integers
-                raise ParamsError(f"{where(key)}: {_shown(value)} is too large (at most 2**63 - 1)")
-            return int(number)
-        return number
-    if target is str:
-        if isinstance(value, dict | list):
-            raise ParamsError(f"{where(key)}: expected a string, got {value!r}")
-        return "" if value is None else str(value)
-    raise TypeError(f"unsupported params field type {target!r}")
+    def check(self) -> None:
+        if not 0 <= self.min_duration_s < self.max_duration_s:
+            raise ValueError("need 0 <= min_duration_s < max_duration_s")
+        if not 0 <= self.min_chars_per_second < self.max_chars_per_second:
+            raise ValueError("need 0 <= min_chars_per_second < max_chars_per_second")
+        if self.max_clips_per_split < 0 or self.max_sentence_chars < 1:
+            raise ValueError("max_clips_per_split must be >= 0 (0 = all) and max_sentence_chars >= 1")
+        watched = Path(self.local_data).resolve()
+        for split in SPLITS:
+            for index, source in enumerate(getattr(self.sources, split)):
+                for local in source.local_paths():
+                    if not local.resolve().is_relative_to(watched):
+                        raise ValueError(
+                            f"sources.{split}[{index}]: {local} is outside local_data ({self.local_data}), "
+                            "so DVC would not notice when it changes; move it there or set local_data to a dir "
+                            "holding all local sources"
+                        )
 
 
-def _shown(value) -> str:
-    """`value` as an error message shows it: at most 40 characters."""
-    text = (
-        repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(value))} digits"
-    )
-    return text if len(text) <= 40 else f"{text[:37]}..."
+@dataclass(frozen=True)
+class TextParams:
+    normalize_labels: bool = False  # train on normalize(sentence) instead of the sentence as written
 
 
-def _parse_dataclass(cls, raw, prefix: str, where):
-    """The frozen dataclass `cls` from the mapping `raw` found at `prefix` ("" = the block itself)."""
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{where(prefix)}: expected a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+@dataclass(frozen=True)
+class ModelParams:
+    name: str = PACKAGED_BASE  # PACKAGED_BASE, scratch, a hub id or a local dir
+    language: str = "sv"
+    task: str = "transcribe"
+    chunk_length_s: int = 4  # audio window: a pretrained encoder is cut to it (30 = as released)
+    vocab_size: int = 320  # the rest shapes the scratch model only
+    num_mel_bins: int = 80
+    d_model: int = 160
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    attention_heads: int = 4
+    ffn_dim: int = 640
+    max_target_positions: int = 64
+    seed: int = 0
 
-    def key(name: str) -> str:
-        return f"{prefix}.{name}" if prefix else name
-
-    unknown = [k for k in raw if k not in fields]
-    if unknown:
-        known = ", ".join(fields)
-        raise ParamsError(f"{where(key(unknown[0]))}: unknown key {unknown[0]!r} (known keys: {known})")
-    values = {}
-    for name, field in fields.items():
-        if name in raw:
-            values[name] = _coerce(raw[name], hints[name], key(name), where)
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ParamsError(f"{where(key(name))} is missing")
-    try:
-        params = cls(**values)
-        check = getattr(params, "check", None)
-        if check is not None:
-            check()
-    except ParamsRangeError as err:
-        raise ParamsError(f"{where(key(err.key))}: {err.message}") from None
-    except ValueError as err:
-        raise ParamsError(f"{where(prefix)}: {err}") from None
-    return params
-
-
-def parse_block(cls, raw: dict | None, block: str, path: Path = PARAMS_FILE, text: str = ""):
-    """Build the frozen dataclass `cls` from the mapping `raw` (the `block` of `path`)."""
-    if raw is not None and not isinstance(raw, dict):
-        raise ParamsError(f"{path}: block {block!r} must be a mapping, got {type(raw).__name__}")
-    lines = _key_lines(text, block) if text else {}
-
-    def where(key: str) -> str:
-        line = f":{lines[key]}" if key in lines else ""
-        return f"{path}{line}: {block}.{key}" if key else f"{path}: {block}"
-
-    return _parse_dataclass(cls, raw, "", where)
+    def check(self) -> None:
+        if not self.name.strip():
+            raise ValueError(f"name must be scratch, {PACKAGED_BASE}, a hub id or a local dir")
+        if not 1 <= self.chunk_length_s <= 30:
+            window = self.chunk_length_s
+            raise ParamsRangeError("chunk_length_s", f"must be 1..30 s (Whisper's window is 30), got {window}")
+        one_of(self, "task", ("transcribe", "translate"))
+        if self.vocab_size <= 256:
+            raise ParamsRangeError("vocab_size", f"must exceed the 256 byte tokens, got {self.vocab_size}")
+        at_least(self, 1, "num_mel_bins", "d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim")
+        at_least(self, 8, "max_target_positions")  # the prompt alone takes 4
+        at_least(self, 0, "seed")
+        if self.d_model % self.attention_heads:
+            raise ParamsRangeError("d_model", f"({self.d_model}) must be a multiple of attention_heads")
 
 
-def load_params(cls, block: str, path: Path = PARAMS_FILE):
-    """Read `block` of the YAML file at `path` into the frozen dataclass `cls`."""
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        _duplicate_keys(text, Path(path))
-        data = yaml.safe_load(text) or {}
-    except (yaml.YAMLError, ValueError) as err:  # ValueError: an int of over 4300 digits
-        raise ParamsError(f"{path}: not valid YAML ({err})") from None
-    if block not in data:
-        raise ParamsError(f"{path}: block {block!r} is missing")
-    return parse_block(cls, data[block], block, Path(path), text)
+@dataclass(frozen=True)
+class FeaturizeParams:
+    shard_size: int = 2000  # clips per output shard
+    num_proc: int = 2  # worker processes computing log-mel
+
+    def check(self) -> None:
+        at_least(self, 1, "shard_size", "num_proc")
 
 
-def key_where(path: Path, block: str, key: str) -> str:
-    """`file:line: block.key` of `key` in `block` of the YAML file at `path` (no line when it is not written)."""
-    lines = _key_lines(Path(path).read_text(encoding="utf-8"), block)
-    return f"{path}:{lines[key]}: {block}.{key}" if key in lines else f"{path}: {block}.{key}"
+@dataclass(frozen=True)
+class TrainParams:
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 10
+    max_steps: int = 120
+    batch_size: int = 16
+    weight_decay: float = 0.01
+    dropout: float = 0.0
+    spec_augment: bool = False
+    mask_time_prob: float = 0.05
+    mask_feature_prob: float = 0.05
+    eval_steps: int = 40
+    save_steps: int = 40
+    logging_steps: int = 10
+    generation_max_length: int = 64
+    eval_batch_size: int = 32
+    ctc_weight: float = 0.0
+    precision: str = "auto"
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    eval_max_samples: int = 0
+    freeze_encoder: bool = False
+    lora_rank: int = 0
+    lora_alpha: int = 64
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
+    launcher: str = "python"
+    seed: int = 42
+
+    def check(self) -> None:
+        from transformers import SchedulerType
+
+        if not self.learning_rate > 0:
+            raise ParamsRangeError("learning_rate", f"must be > 0, got {self.learning_rate}")
+        within(self, 0.0, 1.0, "ctc_weight", "dropout", "lora_dropout", high_open=True)
+        within(self, 0.0, 1.0, "mask_time_prob", "mask_feature_prob")
+        at_least(self, 1, "max_steps", "batch_size", "eval_steps", "save_steps", "logging_steps")
+        at_least(self, 1, "gradient_accumulation_steps", "eval_batch_size", "generation_max_length")
+        at_least(self, 0, "warmup_steps", "weight_decay", "eval_max_samples", "lora_rank", "seed")
+        if not self.lora_alpha > 0:
+            raise ParamsRangeError("lora_alpha", f"must be > 0, got {self.lora_alpha}")
+        one_of(self, "precision", ("auto", "fp32", "fp16", "bf16"))
+        one_of(self, "lr_scheduler", [s.value for s in SchedulerType])
+        if not LAUNCHER.fullmatch(self.launcher):
+            raise ParamsRangeError(
+                "launcher",
+                f"must be python, torchrun or accelerate launch followed by --options only (it becomes part of a "
+                f"shell command), got {self.launcher!r}",
+            )
+        if self.lora_rank and (self.freeze_encoder or self.ctc_weight):
+            # LoRA already freezes every base weight; these flags belong to full fine-tuning
+            raise ValueError("lora_rank > 0 trains adapters only: set freeze_encoder: false and ctc_weight: 0")
+        if self.freeze_encoder and self.ctc_weight:
+            raise ValueError("ctc_weight > 0 trains the encoder through a CTC head: it needs freeze_encoder: false")
+        if self.save_steps % self.eval_steps:
+            # the best checkpoint by WER can only be one that was evaluated
+            raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps})")
 
 
-def check_generation_fits(path: Path, block: str, key: str, value: int, prompt: int, max_target_positions: int) -> None:
-    """A cross-block limit: `value` new tokens after a `prompt` must fit the decoder's positions (the model's
-    config); ParamsError at `block.key` otherwise, before any work."""
-    if value + prompt > max_target_positions:
-        raise ParamsError(
-            f"{key_where(path, block, key)}: {value} new tokens after a {prompt}-token prompt do not fit the "
-            f"decoder's {max_target_positions} positions (max_target_positions): use at most "
-            f"{max_target_positions - prompt}"
+@dataclass(frozen=True)
+class ExportParams:
+    quantization: str = "int8"  # CTranslate2 weight type
+
+    def check(self) -> None:
+        one_of(self, "quantization", QUANTIZATIONS)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = 32
+    max_new_tokens: int = 60
+    num_beams: int = 1
+
+    def check(self) -> None:
+        at_least(self, 1, "batch_size", "max_new_tokens", "num_beams")
+
+
+@dataclass(frozen=True)
+class RemoteParams:
+    name: str = ""  # DVC remote for checkpoints; "" = the default remote (`dvc remote default`)
+    push_checkpoints: bool = True  # mirror each complete checkpoint while training (no remote: they stay local)
+    check_timeout_s: float = 60.0  # the reachability check gives up after this long
+    close_timeout_s: float = 600.0  # at the end of training, the last checkpoint upload is waited for this long
+    fetch_timeout_s: float = 1800.0  # before step 0, fetching checkpoints from the remote takes at most this long
+
+    def check(self) -> None:
+        for key in ("check_timeout_s", "close_timeout_s", "fetch_timeout_s"):
+            if not getattr(self, key) > 0:
+                raise ParamsRangeError(key, f"must be > 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class PublishParams:
+    license: str = "apache-2.0"  # the model's licence on the Hub (openai/whisper-* are apache-2.0)
+    dataset_name: str = ""  # test set name in the card; "" = derived from the prepare sources
+    commit_message: str = "svwhisper model"
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How each chunk is decoded (svwhisper.decoding): the `app` block's decoding keys, the CLI's flags."""
+
+    beam_size: int = 5  # beams at temperature 0 (1 = greedy); sampling never uses beams
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # tried in order until a result passes
+    compression_ratio_threshold: float = 2.4  # text whose gzip ratio is above this is a loop: decode again
+    logprob_threshold: float = -1.0  # mean token log-probability below this: decode again
+    no_speech_threshold: float = 0.6  # P(<|nocaptions|>) above this, with an improbable text: no speech
+    word_timestamps: bool = True  # word start and end times from the alignment heads
+
+
+@dataclass(frozen=True)
+class AppParams:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    backend: str = "transformers"
+    max_duration_s: float = 3 * 3600.0
+    max_file_mb: float = 500.0
+    max_upload_storage_mb: float = 2000.0
+    batch_size: int = 8
+    chunker: str = "vad"  # vad (Silero, one speech region per chunk) or energy (cut at the loudness's pauses)
+    beam_size: int = DecodeOptions.beam_size
+    temperatures: tuple[float, ...] = DecodeOptions.temperatures
+    compression_ratio_threshold: float = DecodeOptions.compression_ratio_threshold
+    logprob_threshold: float = DecodeOptions.logprob_threshold
+    no_speech_threshold: float = DecodeOptions.no_speech_threshold
+    word_timestamps: bool = DecodeOptions.word_timestamps
+
+    def decoding(self) -> DecodeOptions:
+        """The decoding options these params set."""
+        return DecodeOptions(
+            beam_size=self.beam_size,
+            temperatures=self.temperatures,
+            compression_ratio_threshold=self.compression_ratio_threshold,
+            logprob_threshold=self.logprob_threshold,
+            no_speech_threshold=self.no_speech_threshold,
+            word_timestamps=self.word_timestamps,
         )
+
+    def check(self) -> None:
+        one_of(self, "backend", BACKENDS)
+        for key in ("max_duration_s", "max_file_mb", "max_upload_storage_mb"):
+            if not getattr(self, key) > 0:
+                raise ParamsRangeError(key, f"must be > 0, got {getattr(self, key)}")
+        at_least(self, 1, "batch_size")
+        within(self, 1, 65535, "port")
+        if not self.host.strip():
+            raise ParamsRangeError("host", "must be an address, e.g. 127.0.0.1")
+        one_of(self, "chunker", CHUNKERS)
+        at_least(self, 1, "beam_size")
+        if not self.temperatures or any(not 0 <= t <= 1 for t in self.temperatures) or self.temperatures[0] != 0:
+            raise ParamsRangeError("temperatures", f"must start at 0 and stay within [0, 1], got {self.temperatures}")
+        if not self.compression_ratio_threshold > 1:
+            raise ParamsRangeError("compression_ratio_threshold", "must be > 1 (2.4 is Whisper's)")
+        if not self.logprob_threshold <= 0:
+            raise ParamsRangeError("logprob_threshold", "must be <= 0 (a mean log-probability; -1.0 is Whisper's)")
+        within(self, 0.0, 1.0, "no_speech_threshold")
+
+
+BLOCKS = {  # params.yaml block -> its settings class
+    "paths": Paths,
+    "prepare": PrepareParams,
+    "text": TextParams,
+    "model": ModelParams,
+    "featurize": FeaturizeParams,
+    "train": TrainParams,
+    "export": ExportParams,
+    "evaluate": EvaluateParams,
+    "remote": RemoteParams,
+    "publish": PublishParams,
+    "app": AppParams,
+}

@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from svwhisper.atomic import atomic_path
 from svwhisper.audio import SAMPLE_RATE, AudioTooLong, encode_flac, load_audio
-from svwhisper.files import atomic_path
-from svwhisper.settings import PrepareParams, Source
+from svwhisper.params import PrepareParams, Source
 from svwhisper.sources import BadRow, Clip, iter_clips
 from svwhisper.text import normalize
 

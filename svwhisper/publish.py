@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from svwhisper import whisper_base
-from svwhisper.folders import SAVED_MODEL, missing_groups
-from svwhisper.settings import PublishParams
+from svwhisper.model_files import SAVED_MODEL, missing_groups
+from svwhisper.params import PublishParams
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 SAMPLE_CORPUS = "data/sample"  # sources under it are the shipped synthetic corpus: the model is a demo
@@ -295,8 +295,8 @@ def upload(folder: Path, repo_id: str, private: bool, message: str, token: str) 
 
 def publish(repo: Path, repo_id: str, dry_run: Path | None, private: bool = False) -> Path | str:
     """Write the folder (`dry_run`) or upload it to `repo_id`; the folder or the commit URL."""
-    from svwhisper.params import load_params
-    from svwhisper.settings import Paths
+    from svwhisper.paramfile import load_params
+    from svwhisper.params import Paths
 
     if not REPO_ID.match(repo_id):
         raise PublishError(f"the Hub repo must be owner/name (e.g. you/svwhisper-small-sv), got {repo_id!r}")

@@ -32,7 +32,7 @@ from urllib.parse import urlparse, urlsplit, urlunsplit
 from transformers import TrainerCallback
 
 from svwhisper.checkpoints import COMPLETE, checkpoints_in, resumable, step_of
-from svwhisper.settings import RemoteParams
+from svwhisper.params import RemoteParams
 
 CHECKPOINTS = "checkpoints"  # top folder of the mirrored checkpoints on the remote, beside DVC's files/
 SETUP = "see docs/remote.md"
@@ -432,8 +432,8 @@ def pull_checkpoints(store: CheckpointStore, run_dir: Path) -> list[Path]:
 def run_of(repo: Path) -> tuple[Path, str]:
     """(checkpoint dir, fingerprint) of the train run that params.yaml and the inputs on disk describe."""
     from svwhisper.checkpoints import run_fingerprint
-    from svwhisper.params import load_params
-    from svwhisper.settings import Paths, TrainParams
+    from svwhisper.paramfile import load_params
+    from svwhisper.params import Paths, TrainParams
 
     paths = load_params(Paths, "paths", repo / "params.yaml")
     train = load_params(TrainParams, "train", repo / "params.yaml")
@@ -449,7 +449,7 @@ def run_of(repo: Path) -> tuple[Path, str]:
 
 
 def main() -> None:
-    from svwhisper.params import load_params
+    from svwhisper.paramfile import load_params
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("check", "push", "pull"))

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from svwhisper.settings import Source
+from svwhisper.params import Source
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus")
 CV_COLUMNS = ("client_id", "path", "sentence", "up_votes", "down_votes")

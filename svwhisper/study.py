@@ -82,7 +82,7 @@ def main() -> None:
         sys.exit(subprocess.run([*table_command(), *extra]).returncode)
     for cmd in queue_commands():
         subprocess.run(cmd, check=True)
-    sys.exit(subprocess.run([sys.executable, "-m", "svwhisper.queue"]).returncode)
+    sys.exit(subprocess.run([sys.executable, "-m", "svwhisper.dvc_queue"]).returncode)
 
 
 if __name__ == "__main__":

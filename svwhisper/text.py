@@ -3,7 +3,7 @@
 import re
 import unicodedata
 
-from svwhisper.settings import TextParams
+from svwhisper.params import TextParams
 
 # Keep letters (å ä ö é and every other letter), digits and spaces; everything else is
 # punctuation or symbols and becomes a space, so "hej,då" does not merge into one word.

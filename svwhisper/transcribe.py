@@ -30,9 +30,9 @@ from svwhisper.decoding import (
     decode_with_fallback,
     words_from_path,
 )
-from svwhisper.folders import missing_groups
 from svwhisper.longform import Segment, segments_of, speech_chunks, to_json, to_srt, to_vtt
-from svwhisper.settings import BACKENDS, CHUNKERS, AppParams
+from svwhisper.model_files import missing_groups
+from svwhisper.params import BACKENDS, CHUNKERS, AppParams
 
 # A chunk never holds more speech than its window: 15 tokens a second is about twice the fastest speech
 # (the sample corpus peaks at 8, fast conversational Swedish at about 10), so real text is never cut,
@@ -384,8 +384,8 @@ def main() -> None:
         word_timestamps=not args.no_word_timestamps,
     )
     if args.model_dir is None:
-        from svwhisper.params import load_params
-        from svwhisper.settings import Paths
+        from svwhisper.paramfile import load_params
+        from svwhisper.params import Paths
 
         args.model_dir = default_model_dir(args.backend, load_params(Paths, "paths"))
     try:

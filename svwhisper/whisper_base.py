@@ -6,7 +6,7 @@ of openai/whisper-base (Systran/faster-whisper-base at revision
 ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66): `model.bin` split in two, `config.json`, `tokenizer.json`,
 `vocabulary.txt`. Before anything is built, every file's sha256 is checked against the one Systran
 published (the two parts are hashed as one stream, the rebuilt `model.bin`); then the weights go
-through svwhisper.ct2_whisper into a transformers Whisper, with openai/whisper-base's tokenizer
+through svwhisper.ct2_format into a transformers Whisper, with openai/whisper-base's tokenizer
 (timestamp tokens added, as the vocabulary lists them) and generation config.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
 
-from svwhisper.ct2_whisper import read_model_bin, to_transformers
+from svwhisper.ct2_format import read_model_bin, to_transformers
 from svwhisper.modeling import generation_config_for, local_feature_extractor
-from svwhisper.settings import PACKAGED_BASE
+from svwhisper.params import PACKAGED_BASE
 
 NAME = PACKAGED_BASE  # the model.name that selects this source
 HUB_ID = "openai/whisper-base"  # what it is a copy of (the model card's base_model)

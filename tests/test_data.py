@@ -5,7 +5,7 @@ from transformers import WhisperFeatureExtractor
 from conftest import SAMPLE
 from svwhisper.audio import SAMPLE_RATE, load_audio
 from svwhisper.data import SpeechCollator
-from svwhisper.features import compact_log_mel, pad_features, trim_features
+from svwhisper.logmel import compact_log_mel, pad_features, trim_features
 from svwhisper.modeling import local_feature_extractor
 
 

@@ -148,7 +148,7 @@ def test_speech_detection_finds_speech_and_nothing_in_silence_noise_or_a_tone():
 
 def test_decoding_params_map_onto_the_options_and_bad_ones_are_refused(tmp_path):
     import app
-    from svwhisper.params import ParamsError, load_params
+    from svwhisper.paramfile import ParamsError, load_params
 
     params = app.AppParams(beam_size=3, temperatures=(0.0, 0.5), word_timestamps=False)
     assert params.decoding() == DecodeOptions(beam_size=3, temperatures=(0.0, 0.5), word_timestamps=False)

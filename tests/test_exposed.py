@@ -169,8 +169,8 @@ def test_playlists_and_file_lists_are_refused_and_never_read_the_files_they_name
 
 
 def test_a_playlist_inside_local_data_is_dropped_by_prepare_and_the_file_outside_is_not_read(tmp_path, private_media):
+    from svwhisper.params import PrepareParams, Source
     from svwhisper.prepare import prepare_split
-    from svwhisper.settings import PrepareParams, Source
 
     data = tmp_path / "data"
     data.mkdir()
@@ -288,8 +288,8 @@ def test_folder_transcripts_that_leave_the_folder_or_never_end_are_dropped(tmp_p
 def test_paths_with_shell_characters_and_huge_numbers_are_refused_with_file_line_and_key(tmp_path, block, line, key):
     from test_hostile import params_with
 
-    from svwhisper.params import ParamsError, load_params
-    from svwhisper.settings import BLOCKS
+    from svwhisper.paramfile import ParamsError, load_params
+    from svwhisper.params import BLOCKS
 
     path, number = params_with(tmp_path, block, line)
     with pytest.raises(ParamsError, match=rf"params\.yaml:{number}: {block}\.{key}"):
@@ -298,8 +298,8 @@ def test_paths_with_shell_characters_and_huge_numbers_are_refused_with_file_line
 
 @pytest.mark.parametrize("tsv", ["../../outside", "sub/train", "/etc/passwd"])
 def test_a_commonvoice_tsv_is_a_name_inside_the_release(tmp_path, monkeypatch, tsv):
-    from svwhisper.params import ParamsError, parse_block
-    from svwhisper.settings import PrepareParams
+    from svwhisper.paramfile import ParamsError, parse_block
+    from svwhisper.params import PrepareParams
 
     monkeypatch.chdir(REPO)
     raw = {

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from svwhisper.atomic import atomic_dir, atomic_path, write_text_atomic
 from svwhisper.checkpoints import COMPLETE, MarkComplete, checkpoints_in, start_or_resume
-from svwhisper.files import atomic_dir, atomic_path, write_text_atomic
+from svwhisper.params import RemoteParams
 from svwhisper.remote import CheckpointMirror, CheckpointStore, fetch_run_from_remote, resume_from_remote
-from svwhisper.settings import RemoteParams
 
 WORLD = type("State", (), {"is_world_process_zero": True})()
 
@@ -180,7 +180,7 @@ def test_a_kill_during_an_atomic_write_leaves_the_old_output_and_the_next_write_
     target = tmp_path / "metrics.json"
     target.write_text("old")
     code = (
-        "import os, sys\nfrom pathlib import Path\nfrom svwhisper.files import atomic_path\n"
+        "import os, sys\nfrom pathlib import Path\nfrom svwhisper.atomic import atomic_path\n"
         f"with atomic_path(Path({str(target)!r})) as tmp:\n    tmp.write_text('half')\n    os.kill(os.getpid(), 9)\n"
     )
     assert subprocess.run(["python", "-c", code], cwd=Path(__file__).parents[1]).returncode == -signal.SIGKILL
@@ -205,7 +205,7 @@ def test_a_checkpoint_with_a_truncated_file_is_not_complete_and_is_deleted_on_re
 
 
 def test_every_file_of_a_checkpoint_is_flushed_before_its_marker(tmp_path, monkeypatch):
-    from svwhisper import files
+    from svwhisper import atomic
 
     flushed: list[str] = []
     real = os.fsync
@@ -214,7 +214,7 @@ def test_every_file_of_a_checkpoint_is_flushed_before_its_marker(tmp_path, monke
         flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
         return real(fd)
 
-    monkeypatch.setattr(files.os, "fsync", record)
+    monkeypatch.setattr(atomic.os, "fsync", record)
     path = checkpoint(tmp_path / "run", 10)
     marker_at = next(i for i, name in enumerate(flushed) if name.endswith(".tmp") and COMPLETE in name)
     before = set(flushed[:marker_at])

@@ -6,8 +6,8 @@ from conftest import SAMPLE
 from svwhisper.data import FeatureSplit
 from svwhisper.featurize import featurize_split
 from svwhisper.modeling import local_feature_extractor, train_tokenizer
+from svwhisper.params import FeaturizeParams, PrepareParams, Sources
 from svwhisper.prepare import prepare_split
-from svwhisper.settings import FeaturizeParams, PrepareParams, Sources
 from svwhisper.sources import Source
 from svwhisper.text import TextParams, normalize
 

@@ -315,16 +315,16 @@ def test_the_run_fingerprint_covers_the_train_code_and_library_versions(tmp_path
     inputs = tmp_path / "features"
     inputs.mkdir()
     (inputs / "a").write_bytes(b"features")
-    from svwhisper.settings import TrainParams
+    from svwhisper.params import TrainParams
 
     code = [p.relative_to(repo).as_posix() for p in stage_code(repo / "stages/train.py", repo)]
-    assert {"stages/train.py", "svwhisper/checkpoints.py", "svwhisper/training.py", "svwhisper/data.py"} <= set(code)
+    assert {"stages/train.py", "svwhisper/checkpoints.py", "svwhisper/trainer.py", "svwhisper/data.py"} <= set(code)
     assert "svwhisper/longform.py" not in code  # the app's code is not the train stage's
     base = run_fingerprint(TrainParams(), [inputs], repo)
     assert base == run_fingerprint(TrainParams(), [inputs], repo)
     (repo / "svwhisper/longform.py").write_text("# changed\n", encoding="utf-8")
     assert base == run_fingerprint(TrainParams(), [inputs], repo)
-    with (repo / "svwhisper/training.py").open("a", encoding="utf-8") as handle:
+    with (repo / "svwhisper/trainer.py").open("a", encoding="utf-8") as handle:
         handle.write("\n# a change to the training code\n")
     changed = run_fingerprint(TrainParams(), [inputs], repo)
     assert changed != base
@@ -348,8 +348,8 @@ def test_every_stage_lists_the_code_it_imports_as_dvc_deps():
 
 
 def test_clip_paths_outside_local_data_are_dropped_and_counted(tmp_path, monkeypatch):
+    from svwhisper.params import PrepareParams, Sources
     from svwhisper.prepare import prepare_split
-    from svwhisper.settings import PrepareParams, Sources
     from svwhisper.sources import Source
 
     monkeypatch.chdir(tmp_path)
@@ -425,8 +425,8 @@ def test_a_line_that_is_not_utf8_is_one_bad_row(tmp_path):
 
 
 def test_two_folder_sources_with_the_same_layout_keep_both_clips(tmp_path, monkeypatch):
+    from svwhisper.params import PrepareParams, Sources
     from svwhisper.prepare import prepare_split
-    from svwhisper.settings import PrepareParams, Sources
     from svwhisper.sources import Source
 
     monkeypatch.chdir(tmp_path)
@@ -472,7 +472,7 @@ BAD_PARAMS = [
 
 
 def block_classes() -> dict:
-    from svwhisper.settings import BLOCKS
+    from svwhisper.params import BLOCKS
 
     return BLOCKS
 
@@ -495,7 +495,7 @@ def params_with(tmp_path: Path, block: str, line: str) -> tuple[Path, int]:
 
 @pytest.mark.parametrize("block, line, key", BAD_PARAMS)
 def test_params_that_make_no_sense_are_refused_with_file_line_and_key(tmp_path, monkeypatch, block, line, key):
-    from svwhisper.params import ParamsError, load_params
+    from svwhisper.paramfile import ParamsError, load_params
 
     monkeypatch.chdir(REPO)  # prepare checks its sources against local_data, relative to the repo
     path, number = params_with(tmp_path, block, line)
@@ -508,16 +508,16 @@ def test_params_that_make_no_sense_are_refused_with_file_line_and_key(tmp_path, 
     ["python", "python3", "torchrun --nproc_per_node 4", "torchrun --nproc_per_node=2 --nnodes 1", "accelerate launch"],
 )
 def test_allowed_launchers_load(tmp_path, launcher):
-    from svwhisper.params import load_params
-    from svwhisper.settings import TrainParams
+    from svwhisper.paramfile import load_params
+    from svwhisper.params import TrainParams
 
     path, _ = params_with(tmp_path, "train", f"launcher: {launcher}")
     assert load_params(TrainParams, "train", path).launcher == launcher
 
 
 def test_duplicate_yaml_keys_are_an_error_naming_both_lines(tmp_path):
-    from svwhisper.params import ParamsError, load_params
-    from svwhisper.settings import TrainParams
+    from svwhisper.paramfile import ParamsError, load_params
+    from svwhisper.params import TrainParams
 
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  max_steps: 10\n  learning_rate: 1e-4\n  max_steps: 20\n", encoding="utf-8")
@@ -526,7 +526,7 @@ def test_duplicate_yaml_keys_are_an_error_naming_both_lines(tmp_path):
 
 
 def test_generation_that_cannot_fit_the_decoder_is_refused_before_the_stage_works(tmp_path):
-    from svwhisper.params import ParamsError, check_generation_fits
+    from svwhisper.paramfile import ParamsError, check_generation_fits
 
     path, number = params_with(tmp_path, "evaluate", "max_new_tokens: 500")
     with pytest.raises(ParamsError, match=rf"params\.yaml:{number}: evaluate\.max_new_tokens: 500 .* 448"):
@@ -538,36 +538,36 @@ def test_generation_that_cannot_fit_the_decoder_is_refused_before_the_stage_work
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_partial_one(tmp_path, monkeypatch):
-    from svwhisper import files
+    from svwhisper import atomic
 
     target = tmp_path / "metrics.json"
-    files.write_text_atomic(target, "old")
-    monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    atomic.write_text_atomic(target, "old")
+    monkeypatch.setattr(atomic.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
-        files.write_text_atomic(target, "new")
+        atomic.write_text_atomic(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 def test_an_interrupted_model_save_leaves_no_half_model(tmp_path):
-    from svwhisper import files
+    from svwhisper import atomic
 
     out = tmp_path / "final"
-    with pytest.raises(RuntimeError, match="killed"), files.atomic_dir(out) as tmp:
+    with pytest.raises(RuntimeError, match="killed"), atomic.atomic_dir(out) as tmp:
         (tmp / "config.json").write_text("{}")
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
-    with files.atomic_dir(out) as tmp:
+    with atomic.atomic_dir(out) as tmp:
         (tmp / "config.json").write_text("{}")
     assert [p.name for p in out.iterdir()] == ["config.json"] and list(tmp_path.iterdir()) == [out]
 
 
 def test_the_complete_marker_is_synced_and_waits_for_every_ranks_files(tmp_path, monkeypatch):
-    from svwhisper import files
+    from svwhisper import atomic
     from svwhisper.checkpoints import COMPLETE, MarkComplete
 
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(files.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
     ckpt = tmp_path / "checkpoint-10"
     ckpt.mkdir()
     (ckpt / "rng_state_0.pth").write_bytes(b"r")
@@ -584,7 +584,7 @@ def test_the_complete_marker_is_synced_and_waits_for_every_ranks_files(tmp_path,
 
 def test_prepare_leaves_no_split_file_when_it_is_interrupted(tmp_path, monkeypatch):
     from svwhisper import prepare
-    from svwhisper.settings import PrepareParams, Source, Sources
+    from svwhisper.params import PrepareParams, Source, Sources
 
     source = Source(kind="commonvoice", path=str(SAMPLE), tsv="train")
     params = PrepareParams(Sources((source,), (source,), (source,)), local_data=str(SAMPLE.parent))

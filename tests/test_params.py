@@ -3,8 +3,8 @@ from dataclasses import FrozenInstanceError, dataclass
 import pytest
 
 from conftest import REPO
-from svwhisper.params import ParamsError, load_params
-from svwhisper.settings import BLOCKS, TrainParams
+from svwhisper.paramfile import ParamsError, load_params
+from svwhisper.params import BLOCKS, TrainParams
 
 
 @dataclass(frozen=True)

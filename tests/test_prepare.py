@@ -8,8 +8,8 @@ import soundfile as sf
 
 from conftest import SAMPLE
 from svwhisper.audio import load_audio
+from svwhisper.params import PrepareParams, Sources
 from svwhisper.prepare import overlaps, prepare_split
-from svwhisper.settings import PrepareParams, Sources
 from svwhisper.sources import Source
 
 HEADER = "client_id\tpath\tsentence_id\tsentence\tup_votes\tdown_votes\tage\tgender\tlocale\tnew_column"

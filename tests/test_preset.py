@@ -8,7 +8,7 @@ from dvc.utils.hydra import apply_overrides
 from test_params import BLOCKS
 
 from conftest import REPO
-from svwhisper.params import load_params
+from svwhisper.paramfile import load_params
 from svwhisper.preset import PRESETS, flow, load_preset, overrides
 from svwhisper.study import STEPS, VARIANTS, overrides_of, queue_commands
 

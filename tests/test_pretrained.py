@@ -108,7 +108,7 @@ def recording_of(repo: Path, names: list[str], gaps_s: list[float]) -> tuple[np.
 @pytest.mark.parametrize("backend, model_dir", [("transformers", "models/final"), ("ctranslate2", "models/ct2")])
 def test_words_are_timed_where_their_clip_is_in_the_recording(pretrained_repo, backend, model_dir):
     from conftest import sample_rows
-    from svwhisper.settings import DecodeOptions
+    from svwhisper.params import DecodeOptions
     from svwhisper.transcribe import load_backend, transcribe_samples
 
     samples, starts = recording_of(pretrained_repo, [r[1] for r in sample_rows(3)], [1.0, 0.8, 1.3])

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import run
 from svwhisper import publish
-from svwhisper.folders import SAVED_MODEL
+from svwhisper.model_files import SAVED_MODEL
 
 pytestmark = pytest.mark.slow
 

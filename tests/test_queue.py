@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import override_params, run
-from svwhisper.queue import parse_status
+from svwhisper.dvc_queue import parse_status
 
 STATUS = """Task     Name        Created    Status
 1ccd2a2  bad         09:25 PM   Failed
@@ -48,7 +48,7 @@ def test_a_sweep_with_a_failing_experiment_is_reported_and_exits_1(tiny_repo, tm
     run(["dvc", "exp", "run", "--queue", "-n", "lr-good", "-S", "train.learning_rate=1e-3"], repo)
     run(["dvc", "exp", "run", "--queue", "-n", "lr-bad", "-S", "train.learning_rate=-1"], repo)
     done = subprocess.run(
-        [sys.executable, "-m", "svwhisper.queue", "--timeout", "600"], cwd=repo, capture_output=True, text=True
+        [sys.executable, "-m", "svwhisper.dvc_queue", "--timeout", "600"], cwd=repo, capture_output=True, text=True
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 succeeded, 1 failed" in done.stdout and "FAILED lr-bad" in done.stdout

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import GIT_ENV, kill_train_once, override_params, run
 from svwhisper.checkpoints import COMPLETE, MarkComplete, fingerprint, resumable, start_or_resume
-from svwhisper.settings import TrainParams
+from svwhisper.params import TrainParams
 
 # 60 steps, a checkpoint every 20: the kill lands after the first one
 RESUME_TRAIN = {"max_steps": 60, "warmup_steps": 5, "eval_steps": 20, "save_steps": 20, "logging_steps": 10}

@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from conftest import SAMPLE, SCRATCH_MODEL, copy_repo, new_repo, run, sample_rows
-from svwhisper.params import ParamsError, load_params
-from svwhisper.settings import PrepareParams
+from svwhisper.paramfile import ParamsError, load_params
+from svwhisper.params import PrepareParams
 from svwhisper.sources import BadRow, Clip, ManifestError, Source, iter_clips
 
 CV_HEADER = "client_id\tpath\tsentence_id\tsentence\tup_votes\tdown_votes\tage\tgender\tlocale\tnew_column"

@@ -10,10 +10,9 @@ import torch
 from safetensors import safe_open
 
 from conftest import REPO, override_params, run
-from svwhisper.params import ParamsError, parse_block
-from svwhisper.settings import TrainParams
-from svwhisper.trainer import ctc_targets, train_or_explain_oom
-from svwhisper.training import resolve_precision
+from svwhisper.paramfile import ParamsError, parse_block
+from svwhisper.params import TrainParams
+from svwhisper.trainer import ctc_targets, resolve_precision, train_or_explain_oom
 
 
 def test_ctc_targets_keep_only_spoken_tokens():

@@ -11,7 +11,7 @@ import torch
 
 from conftest import SAMPLE
 from svwhisper import whisper_base
-from svwhisper.ct2_whisper import read_model_bin, to_transformers
+from svwhisper.ct2_format import read_model_bin, to_transformers
 from svwhisper.modeling import build_local, set_audio_window, set_language_and_task
 
 

@@ -1,8 +1,8 @@
 """Run the queued DVC experiments and fail if any of them failed (`dvc queue start` exits 0 either way).
 
 dvc exp run --queue -S train.learning_rate=1e-3      # queue as many as you like
-python -m svwhisper.queue                            # start, wait, report; exit 1 if one failed
-python -m svwhisper.queue --jobs 2 --timeout 7200
+python -m svwhisper.dvc_queue                            # start, wait, report; exit 1 if one failed
+python -m svwhisper.dvc_queue --jobs 2 --timeout 7200
 """
 
 import argparse

@@ -23,15 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_mono_16k
+from svwhisper.backend import default_model_dir, missing_model
 from svwhisper.longform import Segment, to_json, to_srt, to_vtt
 from svwhisper.paramfile import load_params
 from svwhisper.params import BACKENDS, AppParams, Paths
-from svwhisper.transcribe import (
-    default_model_dir,
-    load_backend,
-    missing_model,
-    transcribe_samples,
-)
+from svwhisper.transcribe import load_backend, transcribe_samples
 
 SILENCE_PEAK = 1e-3  # peak amplitude below which a recording is treated as silence
 
@@ -97,10 +93,10 @@ def transcribe(audio, model_dir: str | None = None, params: AppParams | None = N
         return Result(message=str(err))
     if max(samples.max(), -samples.min()) < SILENCE_PEAK:  # no |samples| copy: a 3 h recording is 690 MB
         return Result(message="the recording is silent")
-    if missing_model(model_dir, params.backend):
-        return Result(message=missing_model(model_dir, params.backend))
+    if problem := missing_model(model_dir, params.backend):
+        return Result(message=problem)
     backend = cached_backend(params.backend, str(model_dir))
-    segments = transcribe_samples(samples, backend, params.batch_size, progress, params.decoding(), params.chunker)
+    segments = transcribe_samples(samples, backend, params.batch_size, progress, params.decoding, params.chunker)
     if not segments:
         return Result(message="no speech recognised in the recording")
     return Result(text=" ".join(s.text for s in segments), segments=segments)

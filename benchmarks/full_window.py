@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from svwhisper.audio import load_audio
-from svwhisper.decode import load_model
+from svwhisper.ct2_backend import CTranslate2Backend
 from svwhisper.export import export
+from svwhisper.hf_backend import TransformersBackend, load_model
 from svwhisper.metrics import error_rates
 from svwhisper.modeling import set_audio_window
-from svwhisper.transcribe import CTranslate2Backend, TransformersBackend
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -40,10 +40,10 @@ import numpy as np
 import soundfile as sf
 
 from svwhisper.audio import SAMPLE_RATE, load_audio
+from svwhisper.backend import default_model_dir
 from svwhisper.paramfile import load_params
 from svwhisper.params import BACKENDS, Paths
 from svwhisper.sources import Source, iter_clips
-from svwhisper.transcribe import default_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("client_clip", "raw_run", "client_bad", "raw_call_clip", "client_playlist", "raw_api", "client_long")

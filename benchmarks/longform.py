@@ -27,19 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from svwhisper.audio import SAMPLE_RATE, load_audio
-from svwhisper.decoding import DecodeOptions
+from svwhisper.backend import default_model_dir
+from svwhisper.decoding import DecodeOptions, decode_clips
 from svwhisper.metrics import error_rates
 from svwhisper.paramfile import load_params
-from svwhisper.params import Paths
+from svwhisper.params import BACKENDS, CHUNKERS, Paths
 from svwhisper.sources import Clip, Source, iter_clips
-from svwhisper.transcribe import (
-    BACKENDS,
-    CHUNKERS,
-    decode_clips,
-    default_model_dir,
-    load_backend,
-    transcribe_samples,
-)
+from svwhisper.transcribe import load_backend, transcribe_samples
 
 REPO = Path(__file__).resolve().parents[1]
 

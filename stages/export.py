@@ -6,7 +6,6 @@ python -m stages.export --model models/final --out models/ct2
 import argparse
 from pathlib import Path
 
-# the processor and generation files the CTranslate2 backend reads beside model.bin
 from svwhisper.export import export
 from svwhisper.paramfile import load_params
 from svwhisper.params import ExportParams

@@ -3,8 +3,8 @@
 DVC 3 has no checkpoint outs, and it deletes a stage's outs before running it again, so the
 Trainer's checkpoints live in a git- and DVC-ignored directory, `<checkpoints>/<fingerprint>/`.
 The fingerprint hashes the train params, the contents of the stage's inputs, the source of every
-module the train stage imports from this repo, and the versions of torch, transformers,
-accelerate and peft: a rerun resumes only from checkpoints of the very same run, never from one
+module the train stage imports from this repo (but the OPERATIONAL ones), and the versions of torch,
+transformers, accelerate and peft: a rerun resumes only from checkpoints of the very same run, never from one
 with other params, data, code or libraries.
 A checkpoint counts once `COMPLETE` is written into it (atomically), after the Trainer has saved
 everything (model, optimizer, scheduler, the RNG state of every rank, trainer state) and the
@@ -34,19 +34,25 @@ _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 LIBRARIES = ("torch", "transformers", "accelerate", "peft")  # what a checkpoint's files and optimizer state depend on
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Modules that decide where bytes go and when, never what they are: the checkpoint mirror (what it uploads, its
+# messages, its timeouts) and atomic writes. A change to one cannot change a stage's output, so a stage's code (its
+# dvc.yaml deps, and the train run's fingerprint) leaves them out, and what only they import.
+OPERATIONAL = ("svwhisper/remote.py", "svwhisper/atomic.py")
 
 
 def stage_code(entry: Path, root: Path = REPO_ROOT) -> list[Path]:
-    """`entry` and every module of this repo it imports, directly or not (imports inside functions too), sorted.
+    """`entry` and every module of this repo it imports, directly or not (imports inside functions too), sorted;
+    OPERATIONAL modules are not followed.
 
     Read from the source (ast), not from what one process happened to import, so that the train
-    stage and `python -m svwhisper.remote pull` name the same run.
+    stage and `python -m svwhisper.remote pull` name the same run. dvc.yaml lists exactly these as the
+    stage's code deps (a test checks).
     """
     root = Path(root)
     todo, seen = [Path(entry)], set()
     while todo:
         path = todo.pop()
-        if path in seen:
+        if path in seen or path.relative_to(root).as_posix() in OPERATIONAL:
             continue
         seen.add(path)
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):

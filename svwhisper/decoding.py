@@ -1,4 +1,4 @@
-"""Whisper's decoding safeguards and word timestamps, the same for both backends.
+"""Decoding a batch of clips with any backend: the options, the result types, and Whisper's safeguards.
 
 openai/whisper's `transcribe` does not trust one greedy pass. Each chunk is decoded at temperature 0
 (greedy, or beam search); a result whose text compresses too well (gzip ratio above
@@ -7,39 +7,67 @@ openai/whisper's `transcribe` does not trust one greedy pass. Each chunk is deco
 A chunk whose probability of `<|nocaptions|>` at the start is above `no_speech_threshold` while its
 text is improbable counts as no speech: it gives no text at all instead of invented words.
 
-Word timestamps come from the cross-attention of the alignment heads (the generation config's
-`alignment_heads`) over the tokens a chunk decoded: normalised per head, median-filtered, averaged, and
-aligned to the audio frames by dynamic time warping, as in openai/whisper's `find_alignment`.
+`decode_features` owns the loop: encode once, generate (and fall back), then time the words
+(svwhisper.timing); the backend (svwhisper.backend) only runs the model. The app, the CLI, the
+evaluate stage and the benchmarks all decode through it.
 """
 
+import dataclasses
 import zlib
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
+from svwhisper.audio import HOP_LENGTH
+from svwhisper.paramfile import ParamsRangeError
 from svwhisper.params import DecodeOptions
+from svwhisper.timing import Word, token_pieces, words_from_path
 
-SECONDS_PER_POSITION = 0.02  # one encoder position: two 10 ms log-mel frames
+
+def add_flags(parser, defaults: DecodeOptions) -> None:
+    """One command-line flag per field of DecodeOptions (`--beam-size`, ..., `--no-word-timestamps`)."""
+    for field in dataclasses.fields(DecodeOptions):
+        value, flag = getattr(defaults, field.name), field.name.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(f"--no-{flag}", dest=field.name, action="store_false", default=value)
+        elif isinstance(value, tuple):
+            parser.add_argument(f"--{flag}", type=float, nargs="+", default=list(value), help="0 alone: no fallback")
+        else:
+            parser.add_argument(f"--{flag}", type=type(value), default=value)
 
 
-@dataclass
-class Hypothesis:
-    """One decoded chunk: its text tokens (no special tokens), and what the safeguards look at."""
-
-    tokens: list[int]
-    avg_logprob: float
-    no_speech_prob: float
-    temperature: float = 0.0
-    text: str = ""
-    compression_ratio: float = 0.0
-    words: list = field(default_factory=list)  # Word, with times in the recording, when asked for
+def from_flags(args) -> DecodeOptions:
+    """The DecodeOptions of parsed flags (see add_flags), checked as params.yaml's would be."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeOptions)}
+    options = DecodeOptions(**values | {"temperatures": tuple(values["temperatures"])})
+    try:
+        options.check()
+    except ParamsRangeError as err:
+        raise ValueError(f"--{err.key.replace('_', '-')} {err.message}") from None
+    return options
 
 
 @dataclass(frozen=True)
-class Word:
-    start_s: float
-    end_s: float
+class Candidate:
+    """What a backend's `generate` returns for one chunk: text tokens (no special tokens) and their scores."""
+
+    tokens: tuple[int, ...]
+    avg_logprob: float  # sum of the tokens' log-probabilities (end of text included) / (tokens + 1)
+    no_speech_prob: float  # P(<|nocaptions|>) at the first position
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One decoded chunk: the candidate kept, at which temperature, its text, and its words when asked for."""
+
+    tokens: tuple[int, ...]
     text: str
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float
+    words: tuple[Word, ...] = ()  # times in the recording
 
 
 def compression_ratio(text: str) -> float:
@@ -67,92 +95,66 @@ def decode_with_fallback(backend, encoded, n: int, options: DecodeOptions) -> li
     pending = list(range(n))
     for temperature in options.temperatures:
         beams = options.beam_size if temperature == 0 else 1
-        hyps = backend.generate(encoded, pending, temperature, beams)
         retry = []
-        for index, hyp in zip(pending, hyps, strict=True):
-            hyp.temperature, hyp.text = temperature, backend.text(hyp.tokens)
-            hyp.compression_ratio = compression_ratio(hyp.text)
+        for index, found in zip(pending, backend.generate(encoded, pending, temperature, beams), strict=True):
+            text = backend.text(found.tokens)
+            hyp = Hypothesis(
+                found.tokens, text, found.avg_logprob, found.no_speech_prob, temperature, compression_ratio(text)
+            )
             results[index] = hyp
             if needs_fallback(hyp, options):
                 retry.append(index)
         pending = retry
         if not pending:
             break
-    for hyp in results:
-        if is_no_speech(hyp, options):
-            hyp.tokens, hyp.text = [], ""
-    return results
+    return [dataclasses.replace(h, tokens=(), text="") if is_no_speech(h, options) else h for h in results]
 
 
-def median_filter(x: np.ndarray, width: int) -> np.ndarray:
-    """Median over a window of `width` along the last axis (reflected at the edges), as openai/whisper does."""
-    if width <= 1 or x.shape[-1] <= width // 2:
-        return x
-    pad = width // 2
-    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1), axis=-1)
+def positions_of(n_samples: int, window_positions: int) -> int:
+    """Encoder positions that hold a clip of `n_samples` (the rest of the window is padding)."""
+    return max(1, min(window_positions, -(-n_samples // (2 * HOP_LENGTH))))
 
 
-def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The monotonic path through `cost` (tokens x frames) of least total cost: (token indices, frame indices)."""
-    n, m = cost.shape
-    total = np.full((n + 1, m + 1), np.inf)
-    trace = np.zeros((n + 1, m + 1), dtype=np.int8)
-    total[0, 0] = 0
-    for j in range(1, m + 1):
-        for i in range(1, n + 1):
-            steps = (total[i - 1, j - 1], total[i - 1, j], total[i, j - 1])
-            move = int(np.argmin(steps))
-            total[i, j], trace[i, j] = cost[i - 1, j - 1] + steps[move], move
-    i, j, path = n, m, []
-    while i > 0 and j > 0:
-        path.append((i - 1, j - 1))
-        move = trace[i, j]
-        i, j = (i - 1, j - 1) if move == 0 else (i - 1, j) if move == 1 else (i, j - 1)
-    while i > 0:  # the first row or column reached: walk the rest of the edge
-        i -= 1
-        path.append((i, 0))
-    path.reverse()
-    tokens, frames = zip(*path, strict=True) if path else ((), ())
-    return np.array(tokens), np.array(frames)
+def timed_words(backend, encoded, hyps: list[Hypothesis], positions: list[int], offsets: list[float]):
+    """Each hypothesis's words, timed from `backend.align`'s path over its first `positions` encoder positions and
+    shifted by its offset in seconds; () for a chunk without text."""
+    out: list[tuple[Word, ...]] = [() for _ in hyps]
+    rows = [i for i, h in enumerate(hyps) if h.tokens]
+    if not rows:
+        return out
+    paths = backend.align(encoded, rows, [hyps[i].tokens for i in rows], [positions[i] for i in rows])
+    for i, path in zip(rows, paths, strict=True):
+        if path is not None:
+            pieces = token_pieces(backend.processor.tokenizer.decode, list(hyps[i].tokens))
+            out[i] = tuple(words_from_path(pieces, *path, offsets[i]))
+    return out
 
 
-def alignment_path(attentions: np.ndarray, positions: int, filter_width: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-attention of the alignment heads (heads, token rows, encoder positions) -> the DTW path over the
-    first `positions` encoder positions (the audio the chunk holds)."""
-    weights = attentions[:, :, :positions].astype(np.float64)
-    std, mean = weights.std(axis=-2, keepdims=True), weights.mean(axis=-2, keepdims=True)
-    weights = median_filter((weights - mean) / (std + 1e-10), filter_width)
-    return dtw(-weights.mean(axis=0))
+def decode_features(backend, features: np.ndarray, positions: list[int], options: DecodeOptions, offsets=None):
+    """Hypotheses for a batch of log-mel `features` (batch, mels, frames) whose audio fills the first `positions`
+    encoder positions: Whisper's safeguards as `options` say, words timed when they ask, the batch split over the
+    backend's workers (each part encoded once; generate, fallbacks and alignment reuse that)."""
+    offsets = offsets if offsets is not None else [0.0] * len(features)
+
+    def part(indices: list[int]) -> list[Hypothesis]:
+        encoded = backend.encode(features[indices])
+        hyps = decode_with_fallback(backend, encoded, len(indices), options)
+        if not options.word_timestamps:
+            return hyps
+        words = timed_words(backend, encoded, hyps, [positions[i] for i in indices], [offsets[i] for i in indices])
+        return [dataclasses.replace(h, words=w) for h, w in zip(hyps, words, strict=True)]
+
+    parts = [list(p) for p in np.array_split(np.arange(len(features)), min(backend.workers, len(features))) if len(p)]
+    if len(parts) <= 1:
+        return part(parts[0]) if parts else []
+    with ThreadPoolExecutor(len(parts)) as pool:  # CTranslate2 releases the GIL: one replica per part
+        return [hyp for hyps in pool.map(part, parts) for hyp in hyps]
 
 
-def word_spans(pieces: list[str]) -> list[tuple[int, int]]:
-    """(first, last + 1) token of each word, given each text token's decoded text: a token starting with a space
-    starts a word (Whisper's BPE marks word starts so); punctuation stays with its word."""
-    spans, start = [], 0
-    for i, piece in enumerate(pieces):
-        if i > start and piece.startswith(" "):
-            spans.append((start, i))
-            start = i
-    if pieces:
-        spans.append((start, len(pieces)))
-    return spans
-
-
-def words_from_path(
-    pieces: list[str], token_indices: np.ndarray, frame_indices: np.ndarray, offset_s: float
-) -> list[Word]:
-    """Words with start and end times from a DTW path whose token rows are [before the first text token, each
-    text token]: a word starts where the path first reaches its first token and ends where the next word starts."""
-    if not pieces or not len(token_indices):
+def decode_clips(backend, clips: list[np.ndarray], options: DecodeOptions, offsets: list[float] | None = None):
+    """Hypotheses for 16 kHz `clips` (see decode_features); `offsets` are their starts in the recording, seconds."""
+    if not clips:
         return []
-    jumps = np.pad(np.diff(token_indices), (1, 0), constant_values=1).astype(bool)
-    times = frame_indices[jumps] * SECONDS_PER_POSITION
-    if len(times) < len(pieces) + 1:  # a path that skipped rows: pad with its last time
-        times = np.pad(times, (0, len(pieces) + 1 - len(times)), mode="edge")
-    words = []
-    for first, last in word_spans(pieces):
-        text = "".join(pieces[first:last]).strip()
-        if text:
-            words.append(Word(round(float(offset_s + times[first]), 2), round(float(offset_s + times[last]), 2), text))
-    return words
+    window = backend.processor.feature_extractor.nb_max_frames // 2
+    positions = [positions_of(len(clip), window) for clip in clips]
+    return decode_features(backend, backend.features(clips), positions, options, offsets)

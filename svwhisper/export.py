@@ -5,10 +5,10 @@ from pathlib import Path
 from svwhisper.atomic import atomic_dir
 from svwhisper.model_files import EXPORT_COPIED
 
-# the processor and generation files the CTranslate2 backend reads beside model.bin
-
 
 def export(model_dir: Path, out: Path, quantization: str) -> None:
+    """`model_dir` (a save_pretrained dir) converted to CTranslate2 at `quantization` into `out`, with the processor
+    and generation files the CTranslate2 backend reads beside model.bin (EXPORT_COPIED)."""
     from ctranslate2.converters import TransformersConverter
 
     copied = [name for name in EXPORT_COPIED if (model_dir / name).is_file()]

@@ -16,6 +16,8 @@ from svwhisper.logmel import compact_log_mel
 from svwhisper.params import FeaturizeParams, TextParams
 from svwhisper.text import label_text
 
+CHUNKS_PER_WORKER = 4  # a split is cut into this many chunks per worker: small chunks keep the workers evenly busy
+
 
 def _one_thread() -> None:
     torch.set_num_threads(1)  # num_proc processes, not num_proc x all-cores threads
@@ -45,7 +47,7 @@ def featurize_shard(
     if pool is None:
         features = log_mel_of(audio, processor.feature_extractor)
     else:
-        n_chunks = workers * 4  # small chunks keep the workers evenly busy
+        n_chunks = workers * CHUNKS_PER_WORKER
         chunks = [audio[i::n_chunks] for i in range(n_chunks)]
         results = list(pool.map(log_mel_of, chunks, [processor.feature_extractor] * n_chunks))
         features = [None] * len(audio)

@@ -23,7 +23,6 @@ SAVED_MODEL = (  # every file a saved Whisper model and processor may have
     "normalizer.json",
 )
 EXPORT_COPIED = ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
-PUBLISHED = (*SAVED_MODEL, "README.md")  # the card is README.md
 NEEDED = {  # the groups each backend cannot load without: one file of each
     "transformers": (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("tokenizer.json",), PROCESSOR),
     "ctranslate2": (

@@ -216,14 +216,3 @@ def key_where(path: Path, block: str, key: str) -> str:
     """`file:line: block.key` of `key` in `block` of the YAML file at `path` (no line when it is not written)."""
     lines = _key_lines(Path(path).read_text(encoding="utf-8"), block)
     return f"{path}:{lines[key]}: {block}.{key}" if key in lines else f"{path}: {block}.{key}"
-
-
-def check_generation_fits(path: Path, block: str, key: str, value: int, prompt: int, max_target_positions: int) -> None:
-    """A cross-block limit: `value` new tokens after a `prompt` must fit the decoder's positions (the model's
-    config); ParamsError at `block.key` otherwise, before any work."""
-    if value + prompt > max_target_positions:
-        raise ParamsError(
-            f"{key_where(path, block, key)}: {value} new tokens after a {prompt}-token prompt do not fit the "
-            f"decoder's {max_target_positions} positions (max_target_positions): use at most "
-            f"{max_target_positions - prompt}"
-        )

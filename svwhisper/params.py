@@ -17,6 +17,7 @@ SPLITS = ("train", "dev", "test")
 PACKAGED_BASE = "packaged:openai/whisper-base"  # model.name of OpenAI Whisper base from the verified packages
 BACKENDS = ("transformers", "ctranslate2")
 CHUNKERS = ("vad", "energy")
+EVALUATE_DECODING = ("app", "greedy")
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 # the launchers the train stage's command may start with, options only: no shell syntax reaches dvc.yaml's cmd
 LAUNCHER = re.compile(r"(python3?|torchrun|accelerate launch)( --[a-z][a-z0-9_-]*([= ][A-Za-z0-9_.:/-]+)?)*")
@@ -130,8 +131,10 @@ class PrepareParams:
     min_vote_margin: int = 0
     drop_test_speakers_from_train: bool = False
     max_clips_per_split: int = 0
+    decode_threads: int = 2  # clips decoded at once (libsndfile, FFmpeg and soxr release the GIL)
 
     def check(self) -> None:
+        at_least(self, 1, "decode_threads")
         if not 0 <= self.min_duration_s < self.max_duration_s:
             raise ValueError("need 0 <= min_duration_s < max_duration_s")
         if not 0 <= self.min_chars_per_second < self.max_chars_per_second:
@@ -224,6 +227,7 @@ class TrainParams:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
     launcher: str = "python"
+    dataloader_workers: int = 0  # processes loading batches (0 = the main process: enough for in-memory features)
     seed: int = 42
 
     def check(self) -> None:
@@ -235,6 +239,7 @@ class TrainParams:
         within(self, 0.0, 1.0, "mask_time_prob", "mask_feature_prob")
         at_least(self, 1, "max_steps", "batch_size", "eval_steps", "save_steps", "logging_steps")
         at_least(self, 1, "gradient_accumulation_steps", "eval_batch_size", "generation_max_length")
+        at_least(self, 0, "dataloader_workers")
         at_least(self, 0, "warmup_steps", "weight_decay", "eval_max_samples", "lora_rank", "seed")
         if not self.lora_alpha > 0:
             raise ParamsRangeError("lora_alpha", f"must be > 0, got {self.lora_alpha}")
@@ -266,12 +271,12 @@ class ExportParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    batch_size: int = 32
-    max_new_tokens: int = 60
-    num_beams: int = 1
+    batch_size: int = 32  # clips decoded per call
+    decoding: str = "app"  # app = the app's decoding options (app.decoding); greedy = one pass, no fallback
 
     def check(self) -> None:
-        at_least(self, 1, "batch_size", "max_new_tokens", "num_beams")
+        at_least(self, 1, "batch_size")
+        one_of(self, "decoding", EVALUATE_DECODING)
 
 
 @dataclass(frozen=True)
@@ -297,7 +302,8 @@ class PublishParams:
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """How each chunk is decoded (svwhisper.decoding): the `app` block's decoding keys, the CLI's flags."""
+    """How each chunk is decoded (svwhisper.decoding): `app.decoding` of params.yaml, and the CLI's flags of the
+    same names (`decoding.add_flags`)."""
 
     beam_size: int = 5  # beams at temperature 0 (1 = greedy); sampling never uses beams
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # tried in order until a result passes
@@ -305,6 +311,19 @@ class DecodeOptions:
     logprob_threshold: float = -1.0  # mean token log-probability below this: decode again
     no_speech_threshold: float = 0.6  # P(<|nocaptions|>) above this, with an improbable text: no speech
     word_timestamps: bool = True  # word start and end times from the alignment heads
+
+    def check(self) -> None:
+        at_least(self, 1, "beam_size")
+        if not self.temperatures or any(not 0 <= t <= 1 for t in self.temperatures) or self.temperatures[0] != 0:
+            raise ParamsRangeError("temperatures", f"must start at 0 and stay within [0, 1], got {self.temperatures}")
+        if not self.compression_ratio_threshold > 1:
+            raise ParamsRangeError("compression_ratio_threshold", "must be > 1 (2.4 is Whisper's)")
+        if not self.logprob_threshold <= 0:
+            raise ParamsRangeError("logprob_threshold", "must be <= 0 (a mean log-probability; -1.0 is Whisper's)")
+        within(self, 0.0, 1.0, "no_speech_threshold")
+
+
+GREEDY = DecodeOptions(beam_size=1, temperatures=(0.0,), word_timestamps=False)  # one pass, no fallback
 
 
 @dataclass(frozen=True)
@@ -317,23 +336,7 @@ class AppParams:
     max_upload_storage_mb: float = 2000.0
     batch_size: int = 8
     chunker: str = "vad"  # vad (Silero, one speech region per chunk) or energy (cut at the loudness's pauses)
-    beam_size: int = DecodeOptions.beam_size
-    temperatures: tuple[float, ...] = DecodeOptions.temperatures
-    compression_ratio_threshold: float = DecodeOptions.compression_ratio_threshold
-    logprob_threshold: float = DecodeOptions.logprob_threshold
-    no_speech_threshold: float = DecodeOptions.no_speech_threshold
-    word_timestamps: bool = DecodeOptions.word_timestamps
-
-    def decoding(self) -> DecodeOptions:
-        """The decoding options these params set."""
-        return DecodeOptions(
-            beam_size=self.beam_size,
-            temperatures=self.temperatures,
-            compression_ratio_threshold=self.compression_ratio_threshold,
-            logprob_threshold=self.logprob_threshold,
-            no_speech_threshold=self.no_speech_threshold,
-            word_timestamps=self.word_timestamps,
-        )
+    decoding: DecodeOptions = DecodeOptions()  # how each chunk is decoded (the CLI's flags have the same names)
 
     def check(self) -> None:
         one_of(self, "backend", BACKENDS)
@@ -345,14 +348,6 @@ class AppParams:
         if not self.host.strip():
             raise ParamsRangeError("host", "must be an address, e.g. 127.0.0.1")
         one_of(self, "chunker", CHUNKERS)
-        at_least(self, 1, "beam_size")
-        if not self.temperatures or any(not 0 <= t <= 1 for t in self.temperatures) or self.temperatures[0] != 0:
-            raise ParamsRangeError("temperatures", f"must start at 0 and stay within [0, 1], got {self.temperatures}")
-        if not self.compression_ratio_threshold > 1:
-            raise ParamsRangeError("compression_ratio_threshold", "must be > 1 (2.4 is Whisper's)")
-        if not self.logprob_threshold <= 0:
-            raise ParamsRangeError("logprob_threshold", "must be <= 0 (a mean log-probability; -1.0 is Whisper's)")
-        within(self, 0.0, 1.0, "no_speech_threshold")
 
 
 BLOCKS = {  # params.yaml block -> its settings class

@@ -18,6 +18,7 @@ from svwhisper.sources import BadRow, Clip, iter_clips
 from svwhisper.text import normalize
 
 MAX_LISTED = 20  # paths (or TSV lines) listed per drop reason in the report
+MAX_DETAIL = 200  # characters of a decoder's error message kept beside its clip's path
 ROW_GROUP_SIZE = 256  # clips per Parquet row group of the prepared splits (about 15 MB of FLAC)
 DROP_REASONS = (  # every one appears in the report, with 0 where nothing was dropped
     "malformed_row",
@@ -68,27 +69,27 @@ def row_problem(clip: Clip, params: PrepareParams, excluded_speakers: frozenset[
     return ""
 
 
-def decode_clip(clip: Path | bytes, sentence: str, params: PrepareParams) -> tuple[bytes | None, float, str]:
-    """(FLAC bytes or None, duration in s, drop reason or "") for one clip and its sentence.
+def decode_clip(clip: Path | bytes, sentence: str, params: PrepareParams) -> tuple[bytes | None, float, str, str]:
+    """(FLAC bytes or None, duration in s, drop reason or "", what went wrong) for one clip and its sentence.
 
     The characters-per-second bounds also catch truncated files, which decode without error.
     """
     if isinstance(clip, Path) and not clip.is_file():
-        return None, 0.0, "missing_clip"
+        return None, 0.0, "missing_clip", ""
     try:
         samples = load_audio(clip, max_duration_s=params.max_duration_s)  # a long file is refused undecoded
     except AudioTooLong as err:
-        return None, err.duration_s or params.max_duration_s, "too_long"
-    except Exception:  # noqa: BLE001 (AudioError, or anything a corrupt file makes a decoder raise: count, go on)
-        return None, 0.0, "undecodable_clip"
+        return None, err.duration_s or params.max_duration_s, "too_long", ""
+    except Exception as err:  # noqa: BLE001 (AudioError, or anything a corrupt file makes a decoder raise: count, go on)
+        return None, 0.0, "undecodable_clip", (str(err) or type(err).__name__)[:MAX_DETAIL]
     duration = len(samples) / SAMPLE_RATE
     if duration < params.min_duration_s:
-        return None, duration, "too_short"
+        return None, duration, "too_short", ""
     if duration > params.max_duration_s:
-        return None, duration, "too_long"
+        return None, duration, "too_long", ""
     if not params.min_chars_per_second <= len(sentence) / duration <= params.max_chars_per_second:
-        return None, duration, "chars_per_second"
-    return encode_flac(samples), duration, ""
+        return None, duration, "chars_per_second", f"{len(sentence) / duration:.1f} characters a second"
+    return encode_flac(samples), duration, "", ""
 
 
 def allowed_roots(source: Source, params: PrepareParams) -> list[Path]:
@@ -152,14 +153,14 @@ def prepare_split(
     with (
         atomic_path(out) as partial,  # out appears whole or not at all
         pq.ParquetWriter(partial, SCHEMA) as writer,
-        ThreadPoolExecutor(max_workers=2) as pool,  # libsndfile and soxr release the GIL
+        ThreadPoolExecutor(max_workers=params.decode_threads) as pool,
     ):
         while chunk := list(islice(clips, ROW_GROUP_SIZE)):
-            for clip, (audio, duration, reason) in zip(
+            for clip, (audio, duration, reason, detail) in zip(
                 chunk, pool.map(lambda c: decode_clip(c.audio, c.sentence, params), chunk), strict=True
             ):
                 if reason:
-                    log.add(reason, clip.where)
+                    log.add(reason, f"{clip.where} ({detail})" if detail else clip.where)
                     continue
                 buffer.append((clip.id, clip.speaker, clip.sentence, duration, audio))
                 kept.append((clip.id, clip.speaker, clip.sentence, duration))

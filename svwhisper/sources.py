@@ -97,11 +97,16 @@ def read_table(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dic
 BAD_UTF8 = re.compile(r"[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
 
 
-def _votes(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        return 0
+def vote_margin(row: dict) -> int | None:
+    """up_votes - down_votes of a Common Voice row; None when the release left them empty (the margin is unknown,
+    no vote filter applies). ValueError naming the column for anything that is not a count."""
+    up, down = row["up_votes"].strip(), row["down_votes"].strip()
+    if not up and not down:
+        return None
+    for column, value in (("up_votes", up), ("down_votes", down)):
+        if not value.isdigit():
+            raise ValueError(f"{column} {value[:20]!r} is not a count")
+    return int(up) - int(down)
 
 
 def file_id(clip: Path) -> str:
@@ -114,12 +119,16 @@ def commonvoice_clips(source: Source) -> Iterator[Clip | BadRow]:
     """Rows of `<path>/<tsv>.tsv` of a Common Voice release, audio in `<path>/clips/`."""
     root = Path(source.path)
     tsv = root / f"{source.tsv}.tsv"
-    for _, row in read_table(tsv, CV_COLUMNS):
+    for number, row in read_table(tsv, CV_COLUMNS):
         if isinstance(row, BadRow):
             yield row
             continue
+        try:
+            margin = vote_margin(row)
+        except ValueError as err:
+            yield BadRow(f"{tsv}:{number}", reason_text=str(err))
+            continue
         clip = root / "clips" / row["path"]
-        margin = _votes(row["up_votes"]) - _votes(row["down_votes"])
         yield Clip(Path(row["path"]).stem, nfc(row["sentence"]), row["client_id"], clip, str(clip), margin)
 
 

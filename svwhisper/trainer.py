@@ -17,6 +17,7 @@ from transformers.integrations import DVCLiveCallback
 
 from svwhisper.atomic import atomic_dir
 from svwhisper.metrics import error_rates
+from svwhisper.paramfile import ParamsError, key_where
 from svwhisper.params import TrainParams
 
 
@@ -35,12 +36,6 @@ def resolve_precision(precision: str, cuda: bool | None = None, bf16_ok: bool | 
     if precision == "bf16" and not bf16_ok:
         raise ValueError("train.precision=bf16: this GPU has no bfloat16 support (pre-Ampere): use fp16 or auto")
     return precision
-
-
-def freeze_encoder(model: WhisperForConditionalGeneration) -> int:
-    """Stop gradients to the encoder (the decoder still trains). Returns the number of frozen parameters."""
-    model.freeze_encoder()
-    return sum(p.numel() for p in model.model.encoder.parameters())
 
 
 def add_lora(model: WhisperForConditionalGeneration, rank: int, alpha: int, dropout: float, targets: tuple[str, ...]):
@@ -83,6 +78,17 @@ def oom_advice(batch_size: int, accumulation: int, checkpointing: bool) -> str:
         tips.append("-S train.gradient_checkpointing=true (recompute activations: about 30 % slower, far less memory)")
     tips.append("-S train.lora_rank=32 or -S train.freeze_encoder=true (fewer weights with optimizer state)")
     return "train: out of memory in a training step. Try, with dvc exp run:\n  " + "\n  ".join(tips)
+
+
+def check_generation_fits(path: Path, block: str, key: str, value: int, prompt: int, max_target_positions: int) -> None:
+    """A cross-block limit: `value` new tokens after a `prompt` must fit the decoder's positions (the model's
+    config); ParamsError at `block.key` otherwise, before any work."""
+    if value + prompt > max_target_positions:
+        raise ParamsError(
+            f"{key_where(path, block, key)}: {value} new tokens after a {prompt}-token prompt do not fit the "
+            f"decoder's {max_target_positions} positions (max_target_positions): use at most "
+            f"{max_target_positions - prompt}"
+        )
 
 
 def ctc_targets(labels: torch.Tensor, first_special_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +190,7 @@ def training_args(params: TrainParams, checkpoints: Path, precision: str) -> Seq
         seed=params.seed,
         data_seed=params.seed,
         report_to=[],  # dvclive is added as a callback, with the paths dvc.yaml declares
-        dataloader_num_workers=0,
+        dataloader_num_workers=params.dataloader_workers,
         disable_tqdm=False,
     )
 
@@ -200,7 +206,7 @@ def build_model(params: TrainParams, base_model: Path, blank_id: int):
         # spoken tokens and one blank (eot's id) only: timestamps and language tokens never occur
         model.ctc_head = torch.nn.Linear(model.config.d_model, blank_id + 1)
     if params.freeze_encoder:
-        freeze_encoder(model)
+        model.freeze_encoder()  # the decoder still trains
     if params.lora_rank:
         model = add_lora(model, params.lora_rank, params.lora_alpha, params.lora_dropout, params.lora_targets)
         if params.gradient_checkpointing:

@@ -175,7 +175,8 @@ def test_ctranslate2_backend_and_the_cli_write_subtitles(tiny_repo, memorised, t
     # the CLI transcribes as the backend does in-process (one machine: the same int8 kernels). The tiny model's int8
     # quality is checked clip by clip below: strung together, its memorised sentences swap places under int8 on some
     # instruction sets (WER 0.40 on an AVX-512 machine, float32 exact), which says nothing about the CLI
-    from svwhisper.transcribe import CTranslate2Backend, transcribe_samples
+    from svwhisper.ct2_backend import CTranslate2Backend
+    from svwhisper.transcribe import transcribe_samples
 
     backend = CTranslate2Backend(tiny_repo / "models/ct2")
     expected = " ".join(s.text for s in transcribe_samples(load_audio(tmp_path / "rec.wav"), backend))
@@ -188,7 +189,7 @@ def test_ctranslate2_backend_and_the_cli_write_subtitles(tiny_repo, memorised, t
 
 
 def test_ctranslate2_replicas_return_each_clip_its_own_transcript_in_order(tiny_repo, memorised):
-    from svwhisper.transcribe import CTranslate2Backend
+    from svwhisper.ct2_backend import CTranslate2Backend
 
     clips = [load_audio(clip) for clip, _ in memorised[:5]]
     one, three = (CTranslate2Backend(tiny_repo / "models/ct2", workers=n) for n in (1, 3))

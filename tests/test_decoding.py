@@ -7,19 +7,9 @@ import pytest
 
 from conftest import SAMPLE, sample_rows
 from svwhisper.audio import SAMPLE_RATE, load_audio
-from svwhisper.decoding import (
-    DecodeOptions,
-    Hypothesis,
-    Word,
-    alignment_path,
-    compression_ratio,
-    decode_with_fallback,
-    dtw,
-    word_spans,
-    words_from_path,
-)
+from svwhisper.decoding import Candidate, DecodeOptions, compression_ratio, decode_with_fallback
 from svwhisper.longform import Segment, cues_of, to_json, to_srt, to_vtt
-from svwhisper.transcribe import token_pieces
+from svwhisper.timing import Word, alignment_path, dtw, token_pieces, word_spans, words_from_path
 
 LOOP = "ja ja ja ja ja ja ja ja ja ja ja ja ja ja ja ja ja ja ja ja"
 
@@ -35,7 +25,7 @@ class ScriptedBackend:
         hyps = []
         for row in rows:
             text, logprob, no_speech = self.script[row].get(temperature, self.script[row]["last"])
-            hyps.append(Hypothesis([ord(c) for c in text], logprob, no_speech))
+            hyps.append(Candidate(tuple(ord(c) for c in text), logprob, no_speech))
         return hyps
 
     def text(self, tokens):
@@ -70,7 +60,7 @@ def test_no_speech_gives_no_text_and_no_retry_and_every_temperature_failing_keep
     backend = ScriptedBackend(script)
     options = DecodeOptions(temperatures=(0.0, 0.5, 1.0))
     hyps = decode_with_fallback(backend, None, 3, options)
-    assert [(h.text, h.tokens == [], h.temperature) for h in hyps] == [
+    assert [(h.text, h.tokens == (), h.temperature) for h in hyps] == [
         ("", True, 0.0),
         ("Tack.", False, 0.0),
         ("Hmm.", False, 1.0),
@@ -150,16 +140,18 @@ def test_decoding_params_map_onto_the_options_and_bad_ones_are_refused(tmp_path)
     import app
     from svwhisper.paramfile import ParamsError, load_params
 
-    params = app.AppParams(beam_size=3, temperatures=(0.0, 0.5), word_timestamps=False)
-    assert params.decoding() == DecodeOptions(beam_size=3, temperatures=(0.0, 0.5), word_timestamps=False)
+    (tmp_path / "params.yaml").write_text("app:\n  decoding:\n    beam_size: 3\n    temperatures: [0, 0.5]\n")
+    params = load_params(app.AppParams, "app", tmp_path / "params.yaml")
+    assert params.decoding == DecodeOptions(beam_size=3, temperatures=(0.0, 0.5))
     for line, key in [
-        ("temperatures: [0.2, 0.4]", "temperatures"),
-        ("temperatures: [0.0, 1.5]", "temperatures"),
-        ("beam_size: 0", "beam_size"),
+        ("decoding:\n    temperatures: [0.2, 0.4]", "decoding.temperatures"),
+        ("decoding:\n    temperatures: [0.0, 1.5]", "decoding.temperatures"),
+        ("decoding:\n    beam_size: 0", "decoding.beam_size"),
         ("chunker: silero", "chunker"),
-        ("compression_ratio_threshold: 0.5", "compression_ratio_threshold"),
-        ("no_speech_threshold: 2", "no_speech_threshold"),
+        ("decoding:\n    compression_ratio_threshold: 0.5", "decoding.compression_ratio_threshold"),
+        ("decoding:\n    no_speech_threshold: 2", "decoding.no_speech_threshold"),
     ]:
         (tmp_path / "params.yaml").write_text(f"app:\n  {line}\n", encoding="utf-8")
-        with pytest.raises(ParamsError, match=rf"params\.yaml:2: app\.{key}"):
+        at = 2 + line.count("\n")
+        with pytest.raises(ParamsError, match=rf"params\.yaml:{at}: app\.{key}"):
             load_params(app.AppParams, "app", tmp_path / "params.yaml")

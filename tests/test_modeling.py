@@ -62,7 +62,7 @@ def test_generate_uses_swedish_and_transcribe_from_the_generation_config(local):
 
 
 def test_saved_model_dir_loads_back_with_the_same_tokenizer_and_config(local, tmp_path):
-    from svwhisper.decode import load_model
+    from svwhisper.hf_backend import load_model
 
     model, processor = local
     model.save_pretrained(tmp_path)

@@ -60,19 +60,22 @@ def test_prepare_split_keeps_good_clips_and_counts_every_drop_reason(tmp_path):
         row("good1.mp3", "Samma klipp igen."),  # the same clip id twice in one split
         row("half.mp3", "Akka fick ett drygt arbete, sade han och log."),
         row("slow.mp3", "Ja."),  # 3 characters in about two seconds: 1.6 chars/s
+        row("novotes.mp3", "Röster okända.", up="", down=""),  # a release without votes: kept, no vote filter
+        row("good1.mp3", "Trasiga röster.", up="två", down=0),  # line 17: not a count
     ]
     source = cv_tree(tmp_path, rows)
     full = (source / "clips/good1.mp3").read_bytes()
     (source / "clips/half.mp3").write_bytes(full[: len(full) // 3])  # truncated: decodes, but short
     shutil.copy(source / "clips/good2.mp3", source / "clips/slow.mp3")
+    shutil.copy(source / "clips/good2.mp3", source / "clips/novotes.mp3")
     params = filters(source, min_duration_s=0.3, max_duration_s=4.0)
     meta, report = prepare_split([train_source(source)], params, tmp_path / "out" / "train.parquet")
     table = pd.read_parquet(tmp_path / "out" / "train.parquet")
     assert meta.equals(table.drop(columns="audio"))
-    assert table["sentence"].tolist() == ["Akka fick ett drygt arbete.", "Det säger allt."]
-    assert report["kept"] == 2
+    assert table["sentence"].tolist() == ["Akka fick ett drygt arbete.", "Det säger allt.", "Röster okända."]
+    assert report["kept"] == 3
     assert report["dropped"] == {
-        "malformed_row": 1,
+        "malformed_row": 2,
         "control_characters": 0,
         "missing_transcript": 0,
         "unreadable_transcript": 0,
@@ -89,9 +92,19 @@ def test_prepare_split_keeps_good_clips_and_counts_every_drop_reason(tmp_path):
         "chars_per_second": 2,
     }
     assert report["dropped_examples"]["missing_clip"] == [str(source / "clips" / "missing.mp3")]
-    assert report["dropped_examples"]["malformed_row"] == [f"{source / 'train'}.tsv:11 (4 fields, the header has 10)"]
+    assert report["dropped_examples"]["malformed_row"] == [
+        f"{source / 'train'}.tsv:11 (4 fields, the header has 10)",
+        f"{source / 'train'}.tsv:17 (up_votes 'två' is not a count)",
+    ]
+    # a dropped clip keeps what went wrong: the decoder's message, the measured speaking rate
+    assert sorted(report["dropped_examples"]["undecodable_clip"]) == [
+        f"{source / 'clips' / 'empty.mp3'} ({source / 'clips' / 'empty.mp3'}: the file is empty)",
+        f"{source / 'clips' / 'text.mp3'} ({source / 'clips' / 'text.mp3'}: not an audio file this reads (wav, flac, "
+        "mp3, ogg/opus, m4a/mp4/aac, webm, aiff))",
+    ]
+    assert all("characters a second" in where for where in report["dropped_examples"]["chars_per_second"])
     assert report["rows"] == report["kept"] + sum(report["dropped"].values())
-    assert sorted(report["dropped_examples"]["chars_per_second"]) == [
+    assert sorted(where.split(" (")[0] for where in report["dropped_examples"]["chars_per_second"]) == [
         str(source / "clips" / "half.mp3"),
         str(source / "clips" / "slow.mp3"),
     ]

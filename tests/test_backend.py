@@ -1,0 +1,76 @@
+"""The backend interface: both backends implement it in their own class, and a call changes no shared state, so
+threads that share a backend get the answers they would get one after the other."""
+
+import inspect
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from svwhisper.audio import load_audio
+from svwhisper.backend import Backend
+from svwhisper.ct2_backend import CTranslate2Backend
+from svwhisper.decoding import decode_clips
+from svwhisper.hf_backend import TransformersBackend
+from svwhisper.params import DecodeOptions
+
+pytestmark = pytest.mark.slow  # the tiny_repo fixture runs the pipeline
+
+
+@pytest.mark.parametrize("cls", [TransformersBackend, CTranslate2Backend])
+def test_each_backend_implements_the_interface_in_its_own_class(cls):
+    assert issubclass(cls, Backend) and not inspect.isabstract(cls)
+    for name in ("encode", "generate", "align"):
+        assert name in vars(cls), f"{cls.__name__}.{name} is not its own"
+    shared = {name for name, value in vars(cls).items() if callable(value) and not name.startswith("__")}
+    other = CTranslate2Backend if cls is TransformersBackend else TransformersBackend
+    assert not {n for n in shared if vars(other).get(n) is vars(cls)[n]}  # nothing borrowed by class attribute
+
+
+def clips_of(memorised, n: int) -> list[np.ndarray]:
+    return [load_audio(path) for path, _ in memorised[:n]]
+
+
+def results(backend, clips, options):
+    return [(h.text, h.temperature, h.words) for h in decode_clips(backend, clips, options)]
+
+
+def in_two_threads(call) -> list:
+    out, barrier = [None, None], threading.Barrier(2)
+
+    def run(i):
+        barrier.wait()
+        out[i] = call()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return out
+
+
+def test_two_threads_sharing_the_transformers_backend_get_the_serial_answers(tiny_repo, memorised):
+    backend = TransformersBackend(tiny_repo / "models/final")
+    backend.heads = [(1, 0), (1, 2)]  # the scratch model ships no alignment heads; any of its last layer's will do
+    clips = clips_of(memorised, 4)
+    # logprob_threshold 0 fails every result: each clip is sampled at every temperature, then timed word by word
+    options = DecodeOptions(temperatures=(0.0, 0.5, 1.0), logprob_threshold=0.0, no_speech_threshold=1.0)
+    rng = torch.random.get_rng_state()
+    attention = backend.model.config._attn_implementation
+    serial = results(backend, clips, options)
+    assert serial == results(backend, clips, options)  # sampling is seeded per call: the same input, the same text
+    assert all(temperature == 1.0 for _, temperature, _ in serial) and all(words for *_, words in serial)
+    assert in_two_threads(lambda: results(backend, clips, options)) == [serial, serial]
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the global RNG is neither read nor reseeded
+    assert backend.model.config._attn_implementation == attention  # the shared model is never switched
+
+
+def test_two_threads_sharing_the_ctranslate2_backend_get_the_serial_answers(tiny_repo, memorised):
+    backend = CTranslate2Backend(tiny_repo / "models/ct2")
+    clips = clips_of(memorised, 4)
+    options = DecodeOptions(temperatures=(0.0,))  # CTranslate2 seeds its sampling per thread, from the OS
+    serial = results(backend, clips, options)
+    assert all(words for *_, words in serial)
+    assert in_two_threads(lambda: results(backend, clips, options)) == [serial, serial]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor, WhisperForConditionalGeneration, WhisperProcessor
+from transformers import GenerationMixin, LogitsProcessor, WhisperForConditionalGeneration, WhisperProcessor
 from transformers.modeling_outputs import BaseModelOutput
 
 from svwhisper.backend import Backend, special_ids, text_tokens, token_cap
@@ -73,9 +73,13 @@ class TransformersBackend(Backend):
         sampling = []
         if temperature > 0:
             sampling = [GumbelSampling(temperature, torch.Generator().manual_seed(SAMPLING_SEED))]
+        # transformers' plain seq2seq generate, not Whisper's long-form one over it: that re-enters its loop for a
+        # chunk whose sample holds a timestamp token, then needs the input features we do not pass
         with torch.inference_mode():
-            sequences = self.model.generate(
+            sequences = GenerationMixin.generate(
+                self.model,
                 encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+                decoder_input_ids=torch.tensor([self.prompt] * len(rows)),
                 max_length=self.max_new_tokens + len(self.prompt),
                 num_beams=beam_size if temperature == 0 else 1,
                 do_sample=False,

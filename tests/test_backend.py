@@ -74,3 +74,10 @@ def test_two_threads_sharing_the_ctranslate2_backend_get_the_serial_answers(tiny
     serial = results(backend, clips, options)
     assert all(words for *_, words in serial)
     assert in_two_threads(lambda: results(backend, clips, options)) == [serial, serial]
+
+
+def test_an_untrained_model_that_samples_timestamp_tokens_falls_back_without_failing(tiny_repo, memorised):
+    backend = TransformersBackend(tiny_repo / "models/base")  # random weights: every result fails the thresholds
+    hyps = decode_clips(backend, clips_of(memorised, 8), DecodeOptions(temperatures=(0.0, 0.5, 1.0)))
+    assert len(hyps) == 8 and any(h.temperature == 1.0 for h in hyps)
+    assert all(all(t < backend.eot for t in h.tokens) for h in hyps)  # text tokens only, whatever was sampled

@@ -1,5 +1,6 @@
 """Smoke tests of the real pipeline (dvc repro, dvc exp run) on the tiny memorisation slice."""
 
+import dataclasses
 import json
 import re
 
@@ -9,6 +10,7 @@ from safetensors import safe_open
 
 from conftest import run
 from svwhisper.audio import SAMPLE_RATE, load_audio
+from svwhisper.params import AppParams
 from svwhisper.text import normalize
 
 pytestmark = pytest.mark.slow
@@ -49,6 +51,8 @@ def test_memorised_clips_come_back_exactly(tiny_repo):
         assert row.hypothesis == normalize(row.reference), row
     metrics = json.loads((tiny_repo / "metrics/eval.json").read_text())
     assert metrics["wer"] == 0.0 and metrics["base_wer"] >= 0.9
+    # decoded as the app decodes (params.yaml's app.decoding), and the metrics say so
+    assert metrics["decoding"] == dataclasses.asdict(dataclasses.replace(AppParams().decoding, word_timestamps=False))
 
 
 def test_final_model_serves_swedish_in_a_plain_transformers_pipeline(tiny_repo, caplog):

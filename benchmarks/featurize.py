@@ -111,6 +111,19 @@ def peak_rss_mb(prepared: Path, num_proc: int) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024  # VmHWM is in KiB
 
 
+def time_both(tmp: Path, processor, num_proc: int) -> tuple[float, float, list[Path]]:
+    """Seconds of the seed's featurize and ours on tmp/prepared.parquet, after a warm-up of each on
+    tmp/warmup.parquet (one-off costs out of the timing); the seed's array paths."""
+    seed_featurize(tmp / "warmup.parquet", tmp / "warmup_seed", processor)
+    ours_featurize(tmp / "warmup.parquet", tmp / "warmup_ours", processor, num_proc)
+    start = time.perf_counter()
+    seed_paths = seed_featurize(tmp / "prepared.parquet", tmp / "seed", processor)
+    seed_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ours_featurize(tmp / "prepared.parquet", tmp / "ours", processor, num_proc)
+    return seed_s, time.perf_counter() - start, seed_paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="600 clips (the default is 1200)")
@@ -128,16 +141,7 @@ def main() -> None:
         table.iloc[:n].to_parquet(tmp / "prepared.parquet", index=False)
         processor = whisper_small_processor(table["sentence"])
         table.iloc[:8].to_parquet(tmp / "warmup.parquet", index=False)
-        seed_featurize(tmp / "warmup.parquet", tmp / "warmup_seed", processor)  # one-off costs out of the timing
-        ours_featurize(tmp / "warmup.parquet", tmp / "warmup_ours", processor, args.num_proc)
-
-        start = time.perf_counter()
-        seed_paths = seed_featurize(tmp / "prepared.parquet", tmp / "seed", processor)
-        seed_s = time.perf_counter() - start
-        start = time.perf_counter()
-        ours_featurize(tmp / "prepared.parquet", tmp / "ours", processor, args.num_proc)
-        ours_s = time.perf_counter() - start
-
+        seed_s, ours_s, seed_paths = time_both(tmp, processor, args.num_proc)
         seed_bytes = sum(p.stat().st_size for p in (tmp / "seed").iterdir())
         ours_bytes = sum(p.stat().st_size for p in (tmp / "ours").iterdir())
         ours = FeatureSplit(tmp / "ours")

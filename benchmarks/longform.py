@@ -94,7 +94,7 @@ def non_speech(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one recording of ~3 min")
     parser.add_argument("--backend", choices=BACKENDS, default="transformers")
@@ -105,50 +105,59 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clips", type=int, default=0, help="use only the first N test clips (0: all)")
     parser.add_argument("--model-dir", type=Path, help="default: paths.final_model, or paths.exported for ctranslate2")
-    args = parser.parse_args()
-    model_dir = args.model_dir or default_model_dir(args.backend, load_params(Paths, "paths", REPO / "params.yaml"))
-    if not (REPO / model_dir).is_dir():
-        sys.exit(f"longform: no model in {model_dir}: run `make repro` (or `dvc repro`) first")
-    options = DecodeOptions(beam_size=args.beam_size)
-    if args.no_fallback:
-        options = dataclasses.replace(options, temperatures=(0.0,))
-    backend = load_backend(args.backend, REPO / model_dir)
+    return parser.parse_args()
 
-    test = [c for c in iter_clips(Source(kind="commonvoice", path=str(REPO / "data/sample/sv-SE"), tsv="test"))]
-    test = [c for c in test if isinstance(c, Clip)][: args.clips or None]
-    audio = [load_audio(c.audio) for c in test]
-    rng = np.random.default_rng(args.seed)
-    built = recordings(audio, rng, 1 if args.quick else 3)
-    used = [i for _, placed in built for i, _, _ in placed]
-    references = [test[i].sentence for i in used]
 
+def clip_pass(backend, audio: list[np.ndarray], options: DecodeOptions, batch_size: int) -> tuple[list[str], float]:
+    """Each clip decoded on its own, in batches: (texts, wall seconds)."""
+    start, texts = time.perf_counter(), []
+    for i in range(0, len(audio), batch_size):
+        hyps = decode_clips(backend, audio[i : i + batch_size], dataclasses.replace(options, word_timestamps=False))
+        texts += [h.text for h in hyps]
+    return texts, time.perf_counter() - start
+
+
+def longform_pass(backend, built, test, audio, options: DecodeOptions, args) -> dict:
+    """The recordings transcribed whole: WER inputs, first-word timing errors, wall seconds."""
     start = time.perf_counter()
-    clip_texts = []
-    for i in range(0, len(used), args.batch_size):
-        batch = [audio[j] for j in used[i : i + args.batch_size]]
-        clip_texts += [
-            h.text for h in decode_clips(backend, batch, dataclasses.replace(options, word_timestamps=False))
-        ]
-    clip_wall = time.perf_counter() - start
-
-    start = time.perf_counter()
-    long_refs, long_hyps, errors, onset_errors, missing = [], [], [], [], 0
+    refs, hyps, errors, onset_errors, missing = [], [], [], [], 0
     for samples, placed in built:
         segments = transcribe_samples(samples, backend, args.batch_size, options=options, chunker=args.chunker)
-        long_refs.append(" ".join(test[i].sentence for i, _, _ in placed))
-        long_hyps.append(" ".join(s.text for s in segments))
+        refs.append(" ".join(test[i].sentence for i, _, _ in placed))
+        hyps.append(" ".join(s.text for s in segments))
         words = [w for s in segments for w in s.words]
         found, lost = first_word_errors(words, placed)
         errors, missing = errors + found, missing + lost
         onset_errors += first_word_errors(words, placed, [leading_silence(audio[i]) for i, _, _ in placed])[0]
-    long_wall = time.perf_counter() - start
+    wall = time.perf_counter() - start
+    mae = {name: round(float(np.mean(e)), 3) if e else None for name, e in (("start", errors), ("onset", onset_errors))}
+    return {"refs": refs, "hyps": hyps, "mae": mae, "missing": missing, "wall": wall}
+
+
+def main() -> None:
+    args = parse_args()
+    model_dir = args.model_dir or default_model_dir(args.backend, load_params(Paths, "paths", REPO / "params.yaml"))
+    if not (REPO / model_dir).is_dir():
+        sys.exit(f"longform: no model in {model_dir}: run `make repro` (or `dvc repro`) first")
+    options = DecodeOptions(
+        beam_size=args.beam_size, temperatures=(0.0,) if args.no_fallback else DecodeOptions.temperatures
+    )
+    backend = load_backend(args.backend, REPO / model_dir)
+    test = [c for c in iter_clips(Source(kind="commonvoice", path=str(REPO / "data/sample/sv-SE"), tsv="test"))]
+    test = [c for c in test if isinstance(c, Clip)][: args.clips or None]
+    audio = [load_audio(c.audio) for c in test]
+    built = recordings(audio, np.random.default_rng(args.seed), 1 if args.quick else 3)
+    used = [i for _, placed in built for i, _, _ in placed]
+    clip_texts, clip_wall = clip_pass(backend, [audio[i] for i in used], options, args.batch_size)
+    long = longform_pass(backend, built, test, audio, options, args)
     seconds = sum(len(samples) for samples, _ in built) / SAMPLE_RATE
-
-    silence_words = {}
-    for name, samples in non_speech(np.random.default_rng(args.seed)).items():
-        segments = transcribe_samples(samples, backend, args.batch_size, options=options, chunker=args.chunker)
-        silence_words[name] = sum(len(s.text.split()) for s in segments)
-
+    silence_words = {
+        name: sum(
+            len(s.text.split())
+            for s in transcribe_samples(samples, backend, args.batch_size, options=options, chunker=args.chunker)
+        )
+        for name, samples in non_speech(np.random.default_rng(args.seed)).items()
+    }
     result = {
         "backend": args.backend,
         "chunker": args.chunker,
@@ -157,21 +166,22 @@ def main() -> None:
         "recordings": len(built),
         "clips": len(used),
         "audio_s": round(seconds, 1),
-        "clip_wer": round(error_rates(references, clip_texts)["wer"], 4),
-        "longform_wer": round(error_rates(long_refs, long_hyps)["wer"], 4),
-        "first_word_start_mae_s": round(float(np.mean(errors)), 3) if errors else None,
-        "first_word_onset_mae_s": round(float(np.mean(onset_errors)), 3) if onset_errors else None,
-        "first_word_missing": missing,
+        "clip_wer": round(error_rates([test[i].sentence for i in used], clip_texts)["wer"], 4),
+        "longform_wer": round(error_rates(long["refs"], long["hyps"])["wer"], 4),
+        "first_word_start_mae_s": long["mae"]["start"],
+        "first_word_onset_mae_s": long["mae"]["onset"],
+        "first_word_missing": long["missing"],
         "silence_words": sum(silence_words.values()),
         "silence_words_by_input": silence_words,
         "clip_wall_s": round(clip_wall, 1),
-        "longform_wall_s": round(long_wall, 1),
-        "longform_audio_s_per_s": round(seconds / long_wall, 1),
+        "longform_wall_s": round(long["wall"], 1),
+        "longform_audio_s_per_s": round(seconds / long["wall"], 1),
     }
+    start_mae = result["first_word_start_mae_s"]
     result["targets_met"] = bool(
         result["longform_wer"] <= result["clip_wer"] + 0.03
-        and result["first_word_start_mae_s"] is not None
-        and result["first_word_start_mae_s"] <= 0.3
+        and start_mae is not None
+        and start_mae <= 0.3
         and result["silence_words"] == 0
     )
     print(json.dumps(result))

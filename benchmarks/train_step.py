@@ -15,6 +15,7 @@ The last line printed is one JSON object.
 """
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -43,19 +44,7 @@ def sample_clips(n: int) -> list[Clip]:
 
 
 def build(model_params: ModelParams, sentences: list[str], window_s: int, attention: str):
-    model, processor = build_local(
-        sentences,
-        vocab_size=model_params.vocab_size,
-        chunk_length_s=window_s,
-        num_mel_bins=model_params.num_mel_bins,
-        d_model=model_params.d_model,
-        encoder_layers=model_params.encoder_layers,
-        decoder_layers=model_params.decoder_layers,
-        attention_heads=model_params.attention_heads,
-        ffn_dim=model_params.ffn_dim,
-        max_target_positions=model_params.max_target_positions,
-        seed=model_params.seed,
-    )
+    model, processor = build_local(sentences, dataclasses.replace(model_params, chunk_length_s=window_s))
     model.set_attn_implementation(attention)
     return model, processor
 

@@ -42,19 +42,7 @@ def main() -> None:
         model, processor = load_pretrained(params.name)
     else:
         sentences = pd.read_parquet(args.prepared / "train.parquet", columns=["sentence"])["sentence"]
-        model, processor = build_local(
-            (label_text(s, text) for s in sentences),
-            vocab_size=params.vocab_size,
-            chunk_length_s=params.chunk_length_s,
-            num_mel_bins=params.num_mel_bins,
-            d_model=params.d_model,
-            encoder_layers=params.encoder_layers,
-            decoder_layers=params.decoder_layers,
-            attention_heads=params.attention_heads,
-            ffn_dim=params.ffn_dim,
-            max_target_positions=params.max_target_positions,
-            seed=params.seed,
-        )
+        model, processor = build_local((label_text(s, text) for s in sentences), params)
     if params.name != "scratch":
         set_audio_window(model, processor, params.chunk_length_s)
     set_language_and_task(model, processor, params.language, params.task)

@@ -21,6 +21,7 @@ from transformers.models.whisper.modeling_whisper import sinusoids
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from svwhisper.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE
+from svwhisper.params import ModelParams
 
 N_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|> in 0.02 s steps, as in every Whisper vocabulary
 LANGUAGE_TOKENS = [f"<|{code}|>" for code in LANGUAGES]
@@ -102,44 +103,34 @@ def generation_config_for(
 
 
 def build_local(
-    sentences: Iterable[str],
-    *,
-    vocab_size: int,
-    chunk_length_s: int,
-    num_mel_bins: int,
-    d_model: int,
-    encoder_layers: int,
-    decoder_layers: int,
-    attention_heads: int,
-    ffn_dim: int,
-    max_target_positions: int,
-    seed: int,
+    sentences: Iterable[str], params: ModelParams
 ) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
-    """A randomly initialised Whisper-architecture model and its processor, built offline."""
-    tokenizer = train_tokenizer(sentences, vocab_size)
-    feature_extractor = local_feature_extractor(chunk_length_s, num_mel_bins)
+    """A randomly initialised Whisper-architecture model of the sizes `params` name, and its processor (a tokenizer
+    trained on `sentences`), built offline."""
+    tokenizer = train_tokenizer(sentences, params.vocab_size)
+    feature_extractor = local_feature_extractor(params.chunk_length_s, params.num_mel_bins)
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = WhisperConfig(
         vocab_size=len(tokenizer),
-        num_mel_bins=num_mel_bins,
-        d_model=d_model,
-        encoder_layers=encoder_layers,
-        decoder_layers=decoder_layers,
-        encoder_attention_heads=attention_heads,
-        decoder_attention_heads=attention_heads,
-        encoder_ffn_dim=ffn_dim,
-        decoder_ffn_dim=ffn_dim,
+        num_mel_bins=params.num_mel_bins,
+        d_model=params.d_model,
+        encoder_layers=params.encoder_layers,
+        decoder_layers=params.decoder_layers,
+        encoder_attention_heads=params.attention_heads,
+        decoder_attention_heads=params.attention_heads,
+        encoder_ffn_dim=params.ffn_dim,
+        decoder_ffn_dim=params.ffn_dim,
         # the encoder's conv stack halves the frame rate: window * 100 frames/s / 2
         max_source_positions=feature_extractor.nb_max_frames // 2,
-        max_target_positions=max_target_positions,
+        max_target_positions=params.max_target_positions,
         decoder_start_token_id=tokenizer.convert_tokens_to_ids("<|startoftranscript|>"),
         pad_token_id=eot,
         bos_token_id=eot,
         eos_token_id=eot,
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(params.seed)
     model = WhisperForConditionalGeneration(config)
-    model.generation_config = generation_config_for(tokenizer, max_target_positions)
+    model.generation_config = generation_config_for(tokenizer, params.max_target_positions)
     return model, WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 

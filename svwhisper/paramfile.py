@@ -1,4 +1,4 @@
-"""Typed, frozen views of `params.yaml` blocks.
+"""Reading `params.yaml`: each block into a frozen dataclass (the schema is svwhisper.params), checked.
 
 Each stage declares a frozen dataclass for its block and calls `load_params(Block, "name")`.
 Values are coerced to the field's type (`dvc exp run -S train.learning_rate=2e-5` writes

@@ -28,6 +28,7 @@ from svwhisper.params import PublishParams
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 SAMPLE_CORPUS = "data/sample"  # sources under it are the shipped synthetic corpus: the model is a demo
+CARD_TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 
 
 class PublishError(Exception):
@@ -96,42 +97,68 @@ def base_model_of(name: str) -> tuple[str | None, str]:
     return name, f"Fine-tuned from `{name}`."
 
 
+def eval_results(metrics: dict, dataset_type: str, dataset_name: str) -> list:
+    """The card's model-index entries: test WER and CER in percent."""
+    from huggingface_hub import EvalResult
+
+    return [
+        EvalResult(
+            task_type="automatic-speech-recognition",
+            task_name="Speech recognition",
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
+            dataset_split="test",
+            metric_type=metric,
+            metric_name=f"Test {metric.upper()} (%)",
+            metric_value=round(100 * metrics[metric], 2),
+        )
+        for metric in ("wer", "cer")
+    ]
+
+
+def decoding_words(decoding: dict | None) -> str:
+    """How evaluate decoded, in words, from the metrics' `decoding` entry."""
+    if not decoding:
+        return "greedily"
+    fallback = len(decoding["temperatures"]) > 1
+    search = "greedily" if decoding["beam_size"] == 1 else f"with beam search ({decoding['beam_size']} beams)"
+    return f"{search}{' and temperature fallback' if fallback else ''}, as the svwhisper app decodes"
+
+
+def result_rows(metrics: dict, dev: dict) -> list[tuple[str, str]]:
+    def percent(key: str) -> str:
+        return f"{100 * metrics[key]:.2f} %" if key in metrics else "not recorded"
+
+    return [
+        ("test WER", percent("wer")),
+        ("test CER", percent("cer")),
+        ("test WER, orthographic (case and punctuation kept)", percent("wer_orthographic")),
+        (
+            "dev WER at the chosen checkpoint",
+            f"{100 * dev['eval']['wer']:.2f} %" if dev.get("eval") else "not recorded",
+        ),
+        ("untrained base model, test WER (greedy)", percent("base_wer")),
+    ]
+
+
 def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str:
-    """The model card (YAML metadata + Markdown) of `model_dir`, from the pipeline's files in `repo`."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    """The model card (YAML metadata + Markdown, templates/model_card.md) of `model_dir`, from the pipeline's files
+    in `repo`."""
+    from huggingface_hub import ModelCard, ModelCardData
 
     lock_path = repo / "dvc.lock"
     if not lock_path.is_file():
         raise PublishError("dvc.lock is missing: run `dvc repro` first")
     lock = yaml.safe_load(lock_path.read_text(encoding="utf-8"))
-    metrics = read_json(repo / paths.metrics)
-    report = read_json(repo / paths.prepare_report)
+    metrics, report = read_json(repo / paths.metrics), read_json(repo / paths.prepare_report)
     train_log = repo / paths.train_log / "metrics.json"
     dev = json.loads(train_log.read_text(encoding="utf-8")) if train_log.is_file() else {}
-    model = lock_params(lock, "base_model", "model")
-    train = lock_params(lock, "train", "train")
+    model, train = lock_params(lock, "base_model", "model"), lock_params(lock, "train", "train")
     sources = lock_params(lock, "prepare", "prepare")["sources"]
     hub_datasets, test_name = dataset_entries(sources)
     demo = is_demo(sources)
     base_model, origin_line = base_model_of(model.get("name", ""))
-    wer, cer = round(100 * metrics["wer"], 2), round(100 * metrics["cer"], 2)
-    results = [
-        EvalResult(
-            task_type="automatic-speech-recognition",
-            task_name="Speech recognition",
-            dataset_type=hub_datasets[0] if hub_datasets else "svwhisper-local",
-            dataset_name=params.dataset_name or test_name,
-            dataset_split="test",
-            metric_type=metric,
-            metric_name=f"Test {metric.upper()} (%)",
-            metric_value=value,
-        )
-        for metric, value in (("wer", wer), ("cer", cer))
-    ]
-    commit = git(repo, "rev-parse", "HEAD") or "unknown (not a git checkout)"
     origin = public_url(git(repo, "remote", "get-url", "origin"))
-    project = f"[svwhisper]({origin})" if origin else "svwhisper"
-    dirty = " (with uncommitted changes)" if git(repo, "status", "--porcelain", "--untracked-files=no") else ""
     data = ModelCardData(
         language="sv",
         license=params.license,
@@ -141,98 +168,31 @@ def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str
         base_model=base_model,
         datasets=hub_datasets or None,
         model_name=model_dir.name if model_dir.name != "final" else "svwhisper",
-        eval_results=results,
+        eval_results=eval_results(
+            metrics, hub_datasets[0] if hub_datasets else "svwhisper-local", params.dataset_name or test_name
+        ),
     )
-    splits = report["splits"]
-    data_rows = "\n".join(
-        f"| {split} | {s['kept']} | {sum(s['dropped'].values())} | {s['hours']:.2f} | {s.get('speakers', '')} |"
-        for split, s in splits.items()
+    card = ModelCard.from_template(
+        data,
+        template_path=str(CARD_TEMPLATE),
+        model_name=data.model_name,
+        project=f"[svwhisper]({origin})" if origin else "svwhisper",
+        origin_line=origin_line,
+        demo=demo,
+        n_utterances=metrics["n_utterances"],
+        hours=metrics["hours"],
+        test_name=test_name,
+        decoding=decoding_words(metrics.get("decoding")),
+        results=result_rows(metrics, dev),
+        sources=list(report["sources"].items()),
+        splits=list(report["splits"].items()),
+        model_params=[(k, json.dumps(v)) for k, v in model.items()],
+        train_params=[(k, json.dumps(v)) for k, v in train.items()],
+        commit=git(repo, "rev-parse", "HEAD") or "unknown (not a git checkout)",
+        dirty=" (with uncommitted changes)" if git(repo, "status", "--porcelain", "--untracked-files=no") else "",
+        lock_sha256=hashlib.sha256(lock_path.read_bytes()).hexdigest(),
     )
-    source_rows = "\n".join(f"| {split} | {', '.join(names)} |" for split, names in report["sources"].items())
-    train_rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in train.items())
-    model_rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in model.items())
-    dev_wer = f"{100 * dev['eval']['wer']:.2f}" if dev.get("eval") else "not recorded"
-    if demo:
-        use = (
-            "**This is a demo, not a usable Swedish recogniser.** It was trained on the small synthetic corpus "
-            "shipped with svwhisper: espeak-ng reading CC0 sentences with a few voice variants. It shows that the "
-            "pipeline runs end to end; its error rates hold for that synthetic speech only, and fine-tuning on it "
-            "teaches nothing about human voices. For a real model, run the same pipeline with the "
-            "`whisper-small-cv` preset on Common Voice."
-        )
-    else:
-        use = (
-            "Transcribing Swedish speech (`sv`), clips or long recordings split into windows, as trained. Expect "
-            "higher error rates on accents, recording conditions and vocabulary unlike the training data, on "
-            "overlapping speakers and on non-Swedish speech; do not use it where errors have consequences without "
-            "a person checking the transcript. The measured numbers hold for the test set named above only."
-        )
-    body = f"""
-# {data.model_name}
-
-Whisper-architecture speech recognition for Swedish, trained with {project} (a DVC pipeline:
-`prepare → base_model → featurize → train → evaluate`). {origin_line}
-
-## Intended use and limitations
-
-{use}
-
-## Results
-
-On the test split ({metrics["n_utterances"]} utterances, {metrics["hours"]:.2f} h of {test_name}),
-greedy decoding, text normalised (lower case, no punctuation) before scoring:
-
-| metric | value |
-|---|---|
-| test WER | {wer:.2f} % |
-| test CER | {cer:.2f} % |
-| test WER, orthographic (case and punctuation kept) | {100 * metrics.get("wer_orthographic", float("nan")):.2f} % |
-| dev WER at the chosen checkpoint | {dev_wer} % |
-| untrained base model, test WER | {100 * metrics.get("base_wer", float("nan")):.2f} % |
-
-## Training data
-
-| split | sources |
-|---|---|
-{source_rows}
-
-| split | clips kept | clips dropped | hours | speakers |
-|---|---|---|---|---|
-{data_rows}
-
-## Training procedure
-
-Model (`model` params of the `base_model` stage):
-
-| param | value |
-|---|---|
-{model_rows}
-
-Training (`train` params, as `dvc.lock` records the run that produced these weights):
-
-| param | value |
-|---|---|
-{train_rows}
-
-## Reproduce
-
-Produced by git commit `{commit}`{dirty}, `dvc.lock` sha256 `{hashlib.sha256(lock_path.read_bytes()).hexdigest()}`.
-
-```bash
-git checkout {commit[:12]} && make install && .venv/bin/dvc pull     # fetch these weights, or
-git checkout {commit[:12]} && make repro                             # rebuild them
-```
-
-## Usage
-
-```python
-from transformers import pipeline
-
-asr = pipeline("automatic-speech-recognition", model="<this repo>")
-print(asr("clip.wav")["text"])
-```
-"""
-    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+    return str(card)
 
 
 def check_model(model_dir: Path) -> None:

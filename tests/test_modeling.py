@@ -1,21 +1,26 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from conftest import REPO
 from svwhisper.modeling import LANGUAGE_TOKENS, N_TIMESTAMPS, SPECIAL_TOKENS, build_local, set_language_and_task
+from svwhisper.params import ModelParams
 from svwhisper.text import normalize
 
 SENTENCES = [
     normalize(s) for s in (REPO / "data/sample/sv-sentences-cc0.txt").read_text(encoding="utf-8").splitlines()[:800]
 ]
-SIZES = dict(chunk_length_s=2, num_mel_bins=80, d_model=32, encoder_layers=1, decoder_layers=1)
-SIZES.update(attention_heads=2, ffn_dim=64, max_target_positions=32, seed=0)
+SIZES = ModelParams(
+    name="scratch", chunk_length_s=2, vocab_size=300, d_model=32, encoder_layers=1, decoder_layers=1, attention_heads=2
+)
+SIZES = dataclasses.replace(SIZES, ffn_dim=64, max_target_positions=32, seed=0)
 
 
 @pytest.fixture(scope="module")
 def local():
-    model, processor = build_local(SENTENCES, vocab_size=300, **SIZES)
+    model, processor = build_local(SENTENCES, SIZES)
     set_language_and_task(model, processor, "sv", "transcribe")
     return model, processor
 

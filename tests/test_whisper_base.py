@@ -1,6 +1,7 @@
 """The packaged Whisper base: verification before anything else, and a conversion that CTranslate2 agrees with."""
 
 import copy
+import dataclasses
 import json
 import shutil
 import sys
@@ -13,6 +14,7 @@ from conftest import SAMPLE
 from svwhisper import whisper_base
 from svwhisper.ct2_format import read_model_bin, to_transformers
 from svwhisper.modeling import build_local, set_audio_window, set_language_and_task
+from svwhisper.params import ModelParams
 
 
 def packaged_parts(dest):
@@ -42,10 +44,11 @@ def test_ct2_reader_and_converter_give_back_the_weights_ctranslate2_was_given(tm
     """A small Whisper converted by CTranslate2's own converter, read back: every weight equal to the original."""
     from ctranslate2.converters import TransformersConverter
 
-    model, processor = build_local(
-        ["hej på dig", "det säger allt"], vocab_size=300, chunk_length_s=2, num_mel_bins=80, d_model=64,
-        encoder_layers=2, decoder_layers=3, attention_heads=4, ffn_dim=128, max_target_positions=32, seed=1,
-    )  # fmt: skip
+    sizes = ModelParams(
+        name="scratch", vocab_size=300, chunk_length_s=2, d_model=64, encoder_layers=2, decoder_layers=3
+    )
+    sizes = dataclasses.replace(sizes, attention_heads=4, ffn_dim=128, max_target_positions=32, seed=1)
+    model, processor = build_local(["hej på dig", "det säger allt"], sizes)
     model.save_pretrained(tmp_path / "hf")
     processor.save_pretrained(tmp_path / "hf")
     TransformersConverter(str(tmp_path / "hf")).convert(str(tmp_path / "ct2"), quantization="float32")

@@ -63,3 +63,17 @@ def test_the_svwhisper_command_lists_and_runs_each_tool(capsys):
         [sys.executable, "-m", "svwhisper.cli", "transcribe", "--help"], cwd=REPO, capture_output=True, text=True
     )
     assert done.returncode == 0 and "usage: svwhisper transcribe" in done.stdout and "--words-per-cue" in done.stdout
+
+
+def test_no_function_of_the_package_or_a_stage_is_over_60_lines():
+    long = []
+    for path in [*sorted((REPO / "svwhisper").glob("*.py")), *sorted((REPO / "stages").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long
+
+
+def test_no_module_shadows_the_standard_library():
+    shadows = {p.stem for p in (REPO / "svwhisper").glob("*.py")} & set(sys.stdlib_module_names)
+    assert not shadows, f"svwhisper modules named like standard-library ones: {sorted(shadows)}"

@@ -155,3 +155,22 @@ def test_decoding_params_map_onto_the_options_and_bad_ones_are_refused(tmp_path)
         at = 2 + line.count("\n")
         with pytest.raises(ParamsError, match=rf"params\.yaml:{at}: app\.{key}"):
             load_params(app.AppParams, "app", tmp_path / "params.yaml")
+
+
+def test_the_cli_flags_are_the_decoding_options_fields_checked_as_params_are():
+    import argparse
+    import dataclasses
+
+    from svwhisper.decoding import add_flags, from_flags
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser, DecodeOptions(beam_size=3))
+    flags = {a.dest for a in parser._actions} - {"help"}
+    assert flags == {f.name for f in dataclasses.fields(DecodeOptions)}
+    assert from_flags(parser.parse_args([])) == DecodeOptions(beam_size=3)
+    given = from_flags(parser.parse_args(["--temperatures", "0", "--no-word-timestamps", "--beam-size", "1"]))
+    assert given == DecodeOptions(beam_size=1, temperatures=(0.0,), word_timestamps=False)
+    with pytest.raises(ValueError, match=r"--beam-size must be >= 1"):
+        from_flags(parser.parse_args(["--beam-size", "0"]))
+    with pytest.raises(ValueError, match=r"--temperatures must start at 0"):
+        from_flags(parser.parse_args(["--temperatures", "0.5"]))

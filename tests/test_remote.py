@@ -16,6 +16,7 @@ import yaml
 import app
 from conftest import GIT_ENV, REPO, kill_train_once, override_params, run
 from svwhisper.checkpoints import COMPLETE
+from svwhisper.metrics import error_rates
 from svwhisper.remote import CheckpointStore, gdrive_problem, with_timeout
 from svwhisper.text import normalize
 from svwhisper.transcribe import load_backend
@@ -171,7 +172,9 @@ def test_fresh_clone_pulls_and_serves_the_model_without_training(pushed, memoris
     clip, sentence = memorised[0]
     for backend, model in (("transformers", "models/final"), ("ctranslate2", "models/ct2")):
         params = app.AppParams(backend=backend)
-        assert app.transcribe(str(clip), model_dir=str(repo_b / model), params=params).text == normalize(sentence)
+        text = app.transcribe(str(clip), model_dir=str(repo_b / model), params=params).text
+        # a bound, not the exact string: int8 kernels differ by CPU, and a tiny model may swap a word on some
+        assert error_rates([normalize(sentence)], [text])["cer"] <= 0.2, (backend, text, sentence)
 
 
 @pytest.mark.slow

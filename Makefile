@@ -20,7 +20,7 @@ chromium:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-	  echo "make: could not install chromium (needs apt-get as root): the browser test skips outside CI"
+	  echo "make: could not install chromium (needs apt-get as root): the browser test will fail (SVWHISPER_SKIP_BROWSER=1 skips it)"
 
 repro: install
 	dvc repro

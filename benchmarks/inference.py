@@ -1,7 +1,8 @@
-"""Benchmark: the app's two backends on the same test clips, in one run: CTranslate2 (int8) against transformers.
+"""Ablation: the app's two backends on the same test clips, in one run: CTranslate2 (int8) against transformers.
 
-Both transcribe every clip of the test split (as the app does: batches of `--batch-size`,
-greedy, Swedish/transcribe) from the decoded 16 kHz audio, features included; each backend's
+Not a comparison with a peer (benchmarks/serving.py is that): which of our own backends to serve with.
+Both transcribe every clip of the test split (as the app decodes a chunk: batches of `--batch-size`,
+beam 5 with temperature fallback, Swedish/transcribe) from the decoded 16 kHz audio, features included; each backend's
 fastest of `--repeats` passes counts (a 100-clip pass lasts under a second, so one pass is noisy).
 Targets: speedup_vs_transformers >= 2 (audio seconds per wall second) and wer_delta (CTranslate2 minus
 transformers) <= 0.01. Also the real-time factor of each and the model size on disk.

@@ -1,12 +1,13 @@
-"""Benchmark: our training step against the course lab's, on the same clips and labels, in one run.
+"""Ablation: what our training step's choices buy, on the same clips and labels, in one run.
 
-Both models have the dims of params.yaml's `model` block and are built offline (random init).
-Baseline (the lab): every clip padded to a 30 s window, eager attention, batches in file order.
+Not a comparison with a peer (benchmarks/recipe.py trains the Hugging Face recipe against ours): both
+models have the dims of params.yaml's `model` block (the scratch model) and are built offline (random init).
+Baseline (the ablation): every clip padded to a 30 s window, eager attention, batches in file order.
 Ours (what the train stage runs): the window fitted to the corpus (`model.chunk_length_s`),
 PyTorch SDPA attention, and the joint CTC loss when `train.ctc_weight` > 0. Batches are the same
 clips in the same order for both: we do not bucket by length, because every clip is padded to the
 encoder window anyway and the labels are short. A step is forward, backward and an AdamW update.
-Target (issue 5): speedup_vs_baseline >= 1.5 (samples per second).
+Target: speedup_vs_baseline >= 1.5 (samples per second).
 
     python benchmarks/train_step.py --quick     # batch 16, 3 timed steps each: about 40 s on 2 cores
     python benchmarks/train_step.py --breakdown # batch 32, 10 steps, plus a 30 s SDPA run: where the speedup comes from

@@ -1,13 +1,13 @@
-"""evaluate: decode the test split with the final and the untrained base model, through the app's decoding code.
+"""evaluate: decode the test split with the fine-tuned model, through the app's decoding code.
 
 Each clip is decoded by svwhisper.decoding over the transformers backend, as the page and the CLI decode
 a chunk: with `evaluate.decoding: app` the options of `app.decoding` (beam search, temperature fallback,
-no-speech), with `greedy` one pass at temperature 0. The untrained base model is decoded greedily.
-Writes the metrics JSON (wer, cer, base_wer, base_cer as normalised-text fractions, plus
-wer_orthographic, cer_orthographic, the decoding options, how many clips fell back, n_utterances,
-hours) and a per-utterance TSV.
+no-speech), with `greedy` one pass at temperature 0. Writes the metrics JSON (wer, cer as normalised-text
+fractions, wer_orthographic, cer_orthographic, the decoding options, how many clips fell back,
+n_utterances, hours) and a per-utterance TSV. Whisper as released, on the same clips with the same
+options, is the peers stage's (metrics/peers.json).
 
-    python -m stages.evaluate --features data/features --model models/final --base-model models/base \
+    python -m stages.evaluate --features data/features --model models/final \
         --metrics metrics/eval.json --predictions reports/predictions.tsv
 """
 
@@ -50,18 +50,16 @@ def transcribe_split(model_dir: Path, split: FeatureSplit, batch_size: int, opti
     return hyps
 
 
-def metrics_of(references: list[str], hyps: list[Hypothesis], base: list[Hypothesis], options, hours: float) -> dict:
-    final, untrained = error_rates(references, [h.text for h in hyps]), error_rates(references, [h.text for h in base])
+def metrics_of(references: list[str], hyps: list[Hypothesis], options, hours: float) -> dict:
+    final = error_rates(references, [h.text for h in hyps])
     orthographic = error_rates(references, [h.text for h in hyps], normalized=False)
     return {
         "wer": round(final["wer"], 4),
         "cer": round(final["cer"], 4),
-        "base_wer": round(untrained["wer"], 4),
-        "base_cer": round(untrained["cer"], 4),
         "wer_orthographic": round(orthographic["wer"], 4),
         "cer_orthographic": round(orthographic["cer"], 4),
         "fell_back": sum(h.temperature > 0 for h in hyps),  # clips the final model decoded again by sampling
-        "decoding": dataclasses.asdict(options),  # the final model's; the base model is decoded greedily
+        "decoding": dataclasses.asdict(options),
         "n_utterances": len(references),
         "hours": round(hours, 4),
     }
@@ -69,7 +67,7 @@ def metrics_of(references: list[str], hyps: list[Hypothesis], base: list[Hypothe
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flag in ("--features", "--model", "--base-model", "--metrics", "--predictions"):
+    for flag in ("--features", "--model", "--metrics", "--predictions"):
         parser.add_argument(flag, type=Path, required=True)
     args = parser.parse_args()
     params = load_params(EvaluateParams, "evaluate")
@@ -78,10 +76,8 @@ def main() -> None:
     test = FeatureSplit(args.features / "test")
     references = test.table["sentence"].to_list()
     hyps = transcribe_split(args.model, test, params.batch_size, options, "final")
-    # the untrained base loops on nearly every clip: fallback would only resample its loops, for minutes
-    base = transcribe_split(args.base_model, test, params.batch_size, GREEDY, "base")
     hours = float(np.sum(test.table["duration_s"])) / 3600
-    metrics = metrics_of(references, hyps, base, options, hours)
+    metrics = metrics_of(references, hyps, options, hours)
     write_text_atomic(args.metrics, json.dumps(metrics, indent=2) + "\n")
     texts = [h.text for h in hyps]
     per_utterance = pd.DataFrame(

@@ -54,7 +54,8 @@ class TransformersBackend(Backend):
         self.aligner = eager_twin(self.model)
         self.prompt, self.eot, self.no_speech = special_ids(self.processor.tokenizer, self.model.generation_config)
         window = self.processor.feature_extractor.chunk_length
-        self.max_new_tokens = token_cap(window, self.model.config.max_target_positions, len(self.prompt))
+        # scoring appends the end of text to what generate returns: one decoder position stays free for it
+        self.max_new_tokens = token_cap(window, self.model.config.max_target_positions, len(self.prompt) + 1)
         self.heads = getattr(self.model.generation_config, "alignment_heads", None) or []
 
     def encode(self, features: np.ndarray) -> torch.Tensor:
@@ -81,7 +82,7 @@ class TransformersBackend(Backend):
                 encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
                 decoder_input_ids=torch.tensor([self.prompt] * len(rows)),
                 max_length=self.max_new_tokens + len(self.prompt),
-                num_beams=beam_size if temperature == 0 else 1,
+                num_beams=beam_size,
                 do_sample=False,
                 logits_processor=sampling,
             )

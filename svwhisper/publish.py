@@ -59,6 +59,15 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def released_metrics(repo: Path) -> dict:
+    """The peers stage's metrics (Whisper as released on the same test clips), or {} when it has not run."""
+    from svwhisper.paramfile import load_params
+    from svwhisper.peers import PeersParams
+
+    path = repo / load_params(PeersParams, "peers", repo / "params.yaml").metrics
+    return read_json(path) if path.is_file() else {}
+
+
 def lock_params(lock: dict, stage: str, block: str) -> dict:
     """The `block` params that `stage` last ran with, as dvc.lock records them."""
     try:
@@ -125,9 +134,11 @@ def decoding_words(decoding: dict | None) -> str:
     return f"{search}{' and temperature fallback' if fallback else ''}, as the svwhisper app decodes"
 
 
-def result_rows(metrics: dict, dev: dict) -> list[tuple[str, str]]:
-    def percent(key: str) -> str:
-        return f"{100 * metrics[key]:.2f} %" if key in metrics else "not recorded"
+def result_rows(metrics: dict, dev: dict, peers: dict) -> list[tuple[str, str]]:
+    def percent(key: str, of: dict = metrics) -> str:
+        return f"{100 * of[key]:.2f} %" if key in of else "not recorded"
+
+    released = peers.get("model", "the base model").removeprefix("packaged:")
 
     return [
         ("test WER", percent("wer")),
@@ -137,7 +148,14 @@ def result_rows(metrics: dict, dev: dict) -> list[tuple[str, str]]:
             "dev WER at the chosen checkpoint",
             f"{100 * dev['eval']['wer']:.2f} %" if dev.get("eval") else "not recorded",
         ),
-        ("untrained base model, test WER (greedy)", percent("base_wer")),
+        (
+            f"{released} as released (30 s window), by faster-whisper, test WER",
+            percent("wer", peers.get("faster_whisper", {})),
+        ),
+        (
+            f"{released} as released, by the same decoder as above, test WER",
+            percent("wer", peers.get("transformers", {})),
+        ),
     ]
 
 
@@ -151,6 +169,7 @@ def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str
         raise PublishError("dvc.lock is missing: run `dvc repro` first")
     lock = yaml.safe_load(lock_path.read_text(encoding="utf-8"))
     metrics, report = read_json(repo / paths.metrics), read_json(repo / paths.prepare_report)
+    peers = released_metrics(repo)
     train_log = repo / paths.train_log / "metrics.json"
     dev = json.loads(train_log.read_text(encoding="utf-8")) if train_log.is_file() else {}
     model, train = lock_params(lock, "base_model", "model"), lock_params(lock, "train", "train")
@@ -183,7 +202,7 @@ def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str
         hours=metrics["hours"],
         test_name=test_name,
         decoding=decoding_words(metrics.get("decoding")),
-        results=result_rows(metrics, dev),
+        results=result_rows(metrics, dev, peers),
         sources=list(report["sources"].items()),
         splits=list(report["splits"].items()),
         model_params=[(k, json.dumps(v)) for k, v in model.items()],

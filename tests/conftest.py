@@ -20,8 +20,8 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "svwhisper tests",
     "GIT_COMMITTER_EMAIL": "tests@svwhisper.invalid",
 }
-# 8 training clips, also used as dev and test: trained long enough, the model must reproduce
-# them exactly, which proves labels, special tokens and generation config fit together. The
+# 8 training clips, also used as dev and test: trained long enough, the model must reproduce them (within a few
+# characters: kernels differ by CPU), which proves labels, special tokens and generation config fit together. The
 # small from-scratch model (no pretrained weights needed to prove that) keeps it to about a minute.
 SCRATCH_MODEL = {"name": "scratch", "chunk_length_s": 4}
 TINY_PARAMS = {
@@ -107,14 +107,18 @@ def override_params(path: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
+PEERS_IN_TESTS = {"max_clips": 1}  # Whisper as released, the peers stage's, on one clip: ~3 s a clip at 30 s
+
+
 def new_repo(dest: Path, overrides: dict) -> Path:
-    """A committed git copy of the repo at `dest` with `overrides` in params.yaml and no results yet."""
+    """A committed git copy of the repo at `dest` with `overrides` in params.yaml and no results yet (the peers
+    stage on one clip unless `overrides` says otherwise)."""
     repo = copy_repo(dest)
     # the committed results of the default run: a test run makes its own
     (repo / "dvc.lock").unlink(missing_ok=True)
     for results in ("metrics", "reports", "dvclive"):
         shutil.rmtree(repo / results, ignore_errors=True)
-    override_params(repo / "params.yaml", overrides)
+    override_params(repo / "params.yaml", {"peers": PEERS_IN_TESTS} | overrides)
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "test repo"], repo)
@@ -131,9 +135,19 @@ def tiny_repo(tmp_path_factory) -> Path:
     return repo
 
 
+MAX_CLIP_CER = 0.1  # a memorised clip's transcript: its sentence, give or take a few characters
+
+
+def clip_cer(sentence: str, text: str) -> float:
+    """The character error rate of one transcript against its sentence, both normalised."""
+    from svwhisper.metrics import error_rates
+
+    return error_rates([sentence], [text])["cer"]
+
+
 @pytest.fixture(scope="session")
 def memorised(tiny_repo) -> list[tuple[Path, str]]:
-    """(clip path, sentence) of the clips the tiny model was trained on: it transcribes each exactly."""
+    """(clip path, sentence) of the clips the tiny model was trained on: it transcribes each (CER <= MAX_CLIP_CER)."""
     import pandas as pd
 
     train = pd.read_parquet(tiny_repo / "data/prepared/train.parquet", columns=["id", "sentence"])

@@ -11,10 +11,9 @@ import pytest
 import soundfile as sf
 
 import app
-from conftest import REPO
+from conftest import MAX_CLIP_CER, REPO, clip_cer
 from svwhisper.audio import load_audio
 from svwhisper.metrics import error_rates
-from svwhisper.text import normalize
 
 pytestmark = pytest.mark.slow
 MAX_LONG_FORM_WER = 0.15  # memorised clips, concatenated with pauses (each alone comes back exactly)
@@ -40,7 +39,7 @@ def long_recording(memorised, repeats: int, path) -> list[str]:
 def test_transcribe_a_file_path(model_dir, memorised):
     clip, sentence = memorised[0]
     result = app.transcribe(str(clip), model_dir=model_dir, params=app.AppParams())
-    assert result.message == "" and result.text == normalize(sentence)
+    assert result.message == "" and clip_cer(sentence, result.text) <= MAX_CLIP_CER, result
     assert len(result.segments) == 1 and 0 <= result.segments[0].start_s < result.segments[0].end_s
 
 
@@ -52,7 +51,7 @@ def test_other_formats_at_44k_stereo_decode_to_the_same_words(model_dir, memoris
     out = tmp_path / f"stereo{suffix}"
     encode_stereo_44k(clip, out, codec)
     result = app.transcribe(str(out), model_dir=model_dir, params=app.AppParams())
-    assert result.text == normalize(sentence), result
+    assert clip_cer(sentence, result.text) <= MAX_CLIP_CER, result
 
 
 def encode_stereo_44k(clip, out, codec: str) -> None:
@@ -83,7 +82,8 @@ def test_transcribe_a_microphone_tuple_at_44k_stereo(model_dir, memorised):
     # the memorised model answers with its clip only when speech starts where it did in training: the energy
     # chunker's margins keep that through the linear-interpolation round trip (speech detection: test_pretrained)
     params = app.AppParams(chunker="energy")
-    assert app.transcribe((44100, stereo), model_dir=model_dir, params=params).text == normalize(sentence)
+    result = app.transcribe((44100, stereo), model_dir=model_dir, params=params)
+    assert clip_cer(sentence, result.text) <= MAX_CLIP_CER, result
 
 
 def test_every_bad_input_gets_a_message_and_the_next_request_works(model_dir, memorised, tmp_path):
@@ -115,7 +115,7 @@ def test_every_bad_input_gets_a_message_and_the_next_request_works(model_dir, me
     clip, sentence = memorised[3]
     no_model = app.transcribe(str(clip), model_dir=str(tmp_path / "no_model"), params=limits)
     assert "make repro" in no_model.message
-    assert app.transcribe(str(clip), model_dir=model_dir, params=limits).text == normalize(sentence)
+    assert clip_cer(sentence, app.transcribe(str(clip), model_dir=model_dir, params=limits).text) <= MAX_CLIP_CER
 
 
 def test_a_long_recording_comes_back_in_order_with_timestamps(model_dir, memorised, tmp_path):
@@ -160,7 +160,7 @@ def test_served_page_transcribes_a_three_minute_upload_with_subtitles(model_dir,
         bad, _, bad_srt, _, _ = client.predict(handle_file(str(tmp_path / "notes.wav")), api_name="/transcribe")
         assert bad.startswith("⚠️") and "not an audio file" in bad and bad_srt is None
         clip, sentence = memorised[4]
-        assert client.predict(handle_file(str(clip)), api_name="/transcribe")[0] == normalize(sentence)
+        assert clip_cer(sentence, client.predict(handle_file(str(clip)), api_name="/transcribe")[0]) <= MAX_CLIP_CER
     finally:
         demo.close()
 
@@ -172,9 +172,9 @@ def test_ctranslate2_backend_and_the_cli_write_subtitles(tiny_repo, memorised, t
     done = subprocess.run([*cmd, "--json", str(tmp_path / "rec.json")], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len([line for line in done.stdout.splitlines() if line.startswith("[")]) == len(sentences)
-    # the CLI transcribes as the backend does in-process (one machine: the same int8 kernels). The tiny model's int8
-    # quality is checked clip by clip below: strung together, its memorised sentences swap places under int8 on some
-    # instruction sets (WER 0.40 on an AVX-512 machine, float32 exact), which says nothing about the CLI
+    # the CLI transcribes as the backend does in-process (one machine, the same int8 kernels: exact). The tiny
+    # model's int8 quality is checked clip by clip below: strung together, its memorised sentences swap places under
+    # int8 on some instruction sets (WER 0.40 on an AVX-512 machine, float32 exact), which says nothing about the CLI
     from svwhisper.ct2_backend import CTranslate2Backend
     from svwhisper.transcribe import transcribe_samples
 
@@ -196,4 +196,4 @@ def test_ctranslate2_replicas_return_each_clip_its_own_transcript_in_order(tiny_
     alone = [one([clip])[0] for clip in clips]
     assert three(clips) == one(clips) == alone  # 5 clips over 3 replicas: parts of 2, 2 and 1
     assert three(clips[:1]) == alone[:1]  # fewer clips than replicas
-    assert sum(normalize(a) == normalize(s) for a, (_, s) in zip(alone, memorised, strict=False)) >= 4
+    assert error_rates([s for _, s in memorised[:5]], alone)["cer"] <= MAX_CLIP_CER  # and they are the clips' own

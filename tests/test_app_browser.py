@@ -8,7 +8,7 @@ import socket
 import pytest
 
 import app
-from svwhisper.text import normalize
+from conftest import MAX_CLIP_CER, clip_cer
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -26,12 +26,18 @@ def served_page(tiny_repo):
     demo.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="no chromium here (make test installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("SVWHISPER_SKIP_BROWSER") == "1",
+    reason="SVWHISPER_SKIP_BROWSER=1 and no chromium here",
+)
 def test_upload_transcribe_and_download_subtitles_in_chromium(served_page, tiny_repo, tmp_path):
     import pandas as pd
     from playwright.sync_api import expect, sync_playwright
 
-    assert CHROMIUM, "chromium is missing: make test installs it (apt-get install chromium)"
+    assert CHROMIUM, (
+        "chromium is missing: `make test` installs it as root (apt-get install chromium); "
+        "SVWHISPER_SKIP_BROWSER=1 skips this test on purpose"
+    )
     train = pd.read_parquet(tiny_repo / "data/prepared/train.parquet", columns=["id", "sentence"])
     clip = tiny_repo / "data/sample/sv-SE/clips" / f"{train['id'][0]}.mp3"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -47,7 +53,8 @@ def test_upload_transcribe_and_download_subtitles_in_chromium(served_page, tiny_
             page.wait_for_timeout(500)  # the component's value is set just after the upload answers
             page.get_by_role("button", name="Transcribe").click()
             transcript = page.locator("#transcript textarea")
-            expect(transcript).to_have_value(normalize(train["sentence"][0]), timeout=60_000)
+            expect(transcript).not_to_have_value("", timeout=60_000)
+            shown = transcript.input_value()
             with page.expect_download() as download:
                 page.locator("#srt a").first.click()
             srt = tmp_path / "downloaded.srt"
@@ -55,6 +62,9 @@ def test_upload_transcribe_and_download_subtitles_in_chromium(served_page, tiny_
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         finally:
             browser.close()
-    cues = srt.read_text(encoding="utf-8")
-    assert cues.startswith("1\n00:00:00,") and normalize(train["sentence"][0]) in cues
+    sentence, cues = train["sentence"][0], srt.read_text(encoding="utf-8")
+    assert clip_cer(sentence, shown) <= MAX_CLIP_CER, shown
+    assert cues.startswith("1\n00:00:00,")
+    cue_text = " ".join(line for line in cues.splitlines()[2:] if line and "-->" not in line and not line.isdigit())
+    assert clip_cer(sentence, cue_text) <= MAX_CLIP_CER, cues
     assert (tmp_path / "app.png").stat().st_size > 10_000

@@ -81,3 +81,40 @@ def test_an_untrained_model_that_samples_timestamp_tokens_falls_back_without_fai
     hyps = decode_clips(backend, clips_of(memorised, 8), DecodeOptions(temperatures=(0.0, 0.5, 1.0)))
     assert len(hyps) == 8 and any(h.temperature == 1.0 for h in hyps)
     assert all(all(t < backend.eot for t in h.tokens) for h in hyps)  # text tokens only, whatever was sampled
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory) -> dict:
+    """Whisper base as released (30 s window, Swedish set), as each backend loads it: a save_pretrained dir, and
+    Systran's CTranslate2 files with the same processor files."""
+    from svwhisper import whisper_base
+    from svwhisper.modeling import set_language_and_task
+
+    folder = tmp_path_factory.mktemp("released")
+    model, processor = whisper_base.load_whisper_base()
+    set_language_and_task(model, processor, "sv", "transcribe")
+    model.save_pretrained(folder / "hf")
+    processor.save_pretrained(folder / "hf")
+    (folder / "ct2").mkdir()
+    for name, content in whisper_base.verified_files().items():
+        (folder / "ct2" / name).write_bytes(content)
+    processor.save_pretrained(folder / "ct2")
+    model.generation_config.save_pretrained(folder / "ct2")
+    return {TransformersBackend: folder / "hf", CTranslate2Backend: folder / "ct2"}
+
+
+@pytest.mark.parametrize("cls", [TransformersBackend, CTranslate2Backend])
+def test_the_no_speech_rule_rejects_speech_free_chunks_that_reach_the_backend(released, cls):
+    """Handed to the backend directly (no silence check, no speech detection before it), silence, noise and a tone
+    come back without text because the model says "no speech" and its words are improbable; the backend's own
+    candidates for the same chunks hold the words the rule withheld."""
+    n, rng = 3 * 16000, np.random.default_rng(0)
+    chunks = [np.zeros(n), rng.normal(0, 0.1, n), rng.normal(0, 0.003, n)]
+    chunks = [c.astype(np.float32) for c in [*chunks, 0.1 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)]]
+    backend = cls(released[cls])
+    options = DecodeOptions(word_timestamps=False)  # the app's: beam 5, fallback, no-speech threshold 0.6
+    for hyp in decode_clips(backend, chunks, options):
+        assert hyp.text == "" and hyp.no_speech_prob > options.no_speech_threshold, hyp
+        assert hyp.avg_logprob < options.logprob_threshold and hyp.temperature == 0, hyp  # no resampling either
+    withheld = backend.generate(backend.encode(backend.features(chunks)), list(range(len(chunks))), 0.0, 5)
+    assert all(backend.text(c.tokens).strip() for c in withheld), withheld

@@ -11,25 +11,26 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def benchmark(name: str, *args: str) -> dict:
+def benchmark(name: str, *args: str, timeout: float = 300) -> dict:
     """Run benchmarks/<name>.py with `args`; its last line of output, as JSON."""
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_featurize_benchmark_prints_one_json_object_with_its_targets():
+def test_featurize_benchmark_gives_the_model_what_datasets_map_gives_it():
     result = benchmark("featurize", "--clips", "16")
-    assert result["clips"] == 16
+    assert result["clips"] == 16 and result["num_proc"] == 2
     assert result["max_abs_diff"] <= 1e-3  # the model sees the same input either way
-    assert result["size_ratio_vs_seed"] >= 8  # bytes on disk: not a timing
-    for key in ("speedup_vs_seed", "peak_rss_mb_1x", "peak_rss_mb_4x", "rss_growth_4x", "targets_met"):
-        assert key in result
+    # bytes on disk, not a timing: 30 s padded float32 (80 x 3000 x 4 bytes) against trimmed float16
+    assert result["datasets_map_bytes_per_clip"] >= 80 * 3000 * 4 and result["size_ratio_vs_datasets_map"] >= 8
+    assert result["datasets_map_clips_per_s"] > 0 and result["ours_clips_per_s"] > 0
+    assert 0 < result["peak_rss_mb_1x"] and isinstance(result["targets_met"], bool)
 
 
 def test_prepare_benchmark_reads_the_same_clips_from_every_kind_of_source():
@@ -50,10 +51,39 @@ def test_inference_benchmark_compares_both_backends_on_the_same_clips(tiny_repo)
     models = ["--final", str(tiny_repo / "models/final"), "--exported", str(tiny_repo / "models/ct2")]
     result = benchmark("inference", "--clips", "8", "--batch-size", "4", *models)
     assert result["clips"] == 8 and result["audio_s"] > 0
-    assert result["ctranslate2_model_mb"] < result["transformers_model_mb"]  # int8 weights
-    assert result["wer_delta"] == pytest.approx(result["ctranslate2_wer"] - result["transformers_wer"], abs=1e-3)
+    assert result["ctranslate2_model_mb"] < result["transformers_model_mb"] / 2  # int8 weights against float32
+    # the shipped test clips, which the tiny model never heard: scored, not right
+    assert 0.5 <= result["transformers_wer"] <= 3 and 0.5 <= result["ctranslate2_wer"] <= 3, result
     for key in ("speedup_vs_transformers", "transformers_rtf", "ctranslate2_rtf"):
         assert result[key] > 0, key
+
+
+def test_serving_benchmark_runs_ours_and_the_peers_on_the_same_recording(tiny_repo):
+    models = ["--final", str(tiny_repo / "models/final"), "--exported", str(tiny_repo / "models/ct2")]
+    systems = "svwhisper-ctranslate2,faster-whisper,transformers-pipeline"
+    result = benchmark("serving", "--quick", "--clips", "3", "--systems", systems, *models)
+    rows = result["systems"]
+    assert result["recordings"] == 1 and result["audio_s"] > 3 and set(rows) == set(systems.split(","))
+    assert rows["svwhisper-ctranslate2"]["wer"] <= 0.15, rows  # memorised clips with pauses between them
+    # Whisper base as released has never heard this synthetic voice: most words come out wrong
+    assert rows["faster-whisper"]["wer"] >= 0.3 and rows["transformers-pipeline"]["wer"] >= 0.3, rows
+    assert all(r["audio_s_per_s"] > 0 and r["peak_rss_mb"] >= r["peak_rss_floor_mb"] for r in rows.values())
+    assert result["fastest_peer"] in ("faster-whisper", "transformers-pipeline")
+    assert result["wer_lower_than_every_peer"] is True
+
+
+def test_recipe_benchmark_trains_the_blog_recipe_and_scores_it_like_ours(tiny_repo):
+    args = ["--final", str(tiny_repo / "models/final"), "--train-log", str(tiny_repo / "dvclive/metrics.json")]
+    args += ["--budget-s", "1", "--batch-size", "2", "--train-clips", "8", "--eval-clips", "2"]
+    result = benchmark("recipe", *args, timeout=600)
+    assert (result["budget_s"], result["eval_clips"], result["train_clips"]) == (1.0, 2, 8)
+    assert result["ours"]["steps"] == 200  # the tiny repo's run, from its dvclive log
+    for run in ("recipe", "recipe_our_optimiser"):
+        (row,) = result[run]
+        assert row["mark"] == 1.0 and row["steps"] == 1 and row["train_s"] >= 1.0 and row["wer"] >= 0, row
+    # one step of two clips teaches Whisper base nothing: far from the memorised model, not within budget
+    assert result["recipe"][0]["wer"] > result["ours"]["wer"] and result["recipe_reaches_our_wer_at"] is None
+    assert result["targets_met"] is None  # scored at 1x only: too early to say
 
 
 @pytest.mark.parametrize("backend, model_dir", [("transformers", "models/final"), ("ctranslate2", "models/ct2")])
@@ -63,7 +93,17 @@ def test_longform_benchmark_builds_recordings_of_clips_and_counts_words_out_of_n
     assert result["recordings"] == 1 and result["clips"] == 8 and result["audio_s"] > 8 * 1.0
     assert set(result["silence_words_by_input"]) == {"silence", "noise", "tone"}
     assert result["silence_words"] == 0  # speech detection finds no speech in them, whatever the model
-    assert 0 <= result["clip_wer"] and 0 <= result["longform_wer"]
-    assert result["targets_met"] == (
-        result["longform_wer"] <= result["clip_wer"] + 0.03 and (result["first_word_start_mae_s"] or 1) <= 0.3
-    )
+    assert result["clip_wer"] <= 0.15 and result["longform_wer"] <= 0.15, result  # the memorised clips
+    assert isinstance(result["targets_met"], bool)
+
+
+def test_longform_targets_hold_exactly_at_their_bounds():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from longform import targets_met
+
+    met = {"longform_wer": 0.13, "clip_wer": 0.10, "first_word_start_mae_s": 0.3, "silence_words": 0}
+    assert targets_met(met)
+    assert not targets_met(met | {"longform_wer": 0.14})  # 0.04 worse than clip by clip
+    assert not targets_met(met | {"first_word_start_mae_s": 0.31})
+    assert not targets_met(met | {"first_word_start_mae_s": None})  # no word timed at all
+    assert not targets_met(met | {"silence_words": 1})

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
-from conftest import run
+from conftest import MAX_CLIP_CER, clip_cer, run
 from svwhisper.audio import SAMPLE_RATE, load_audio
+from svwhisper.metrics import error_rates
 from svwhisper.params import AppParams
-from svwhisper.text import normalize
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +33,16 @@ def test_repro_writes_every_out_and_leaves_a_clean_status(tiny_repo):
     report = json.loads((tiny_repo / "reports/prepare.json").read_text())
     assert report["splits"]["train"]["kept"] == 8
     metrics = json.loads((tiny_repo / "metrics/eval.json").read_text())
-    expected = {"wer", "cer", "base_wer", "base_cer", "wer_orthographic", "n_utterances", "hours"}
+    expected = {"wer", "cer", "wer_orthographic", "n_utterances", "hours", "decoding", "fell_back"}
     assert expected <= metrics.keys()
     assert metrics["n_utterances"] == 8 and metrics["hours"] > 0
+    # Whisper as released at its 30 s window beside it, by faster-whisper and by our decoder (one clip in tests)
+    peers = json.loads((tiny_repo / "metrics/peers.json").read_text())
+    assert (peers["model"], peers["window_s"], peers["n_utterances"]) == ("packaged:openai/whisper-base", 30, 1)
+    assert peers["decoding"] == metrics["decoding"]  # the same options as the fine-tuned model's
+    released = pd.read_csv(tiny_repo / "reports/peers.tsv", sep="\t", keep_default_na=False)
+    for peer in ("faster_whisper", "transformers"):
+        assert peers[peer]["wer"] == pytest.approx(error_rates(released["reference"], released[peer])["wer"], abs=1e-4)
 
     status = run(["dvc", "status"], tiny_repo).stdout
     assert "up to date" in status, status
@@ -43,14 +50,14 @@ def test_repro_writes_every_out_and_leaves_a_clean_status(tiny_repo):
     assert "didn't change, skipping" in again and "Running stage" not in again, again
 
 
-def test_memorised_clips_come_back_exactly(tiny_repo):
+def test_memorised_clips_come_back(tiny_repo):
     """Labels, special tokens and generation config are right if generate() returns the sentences."""
     predictions = pd.read_csv(tiny_repo / "reports/predictions.tsv", sep="\t", keep_default_na=False)
     assert len(predictions) == 8
     for row in predictions.itertuples():
-        assert row.hypothesis == normalize(row.reference), row
+        assert clip_cer(row.reference, row.hypothesis) <= MAX_CLIP_CER, row
     metrics = json.loads((tiny_repo / "metrics/eval.json").read_text())
-    assert metrics["wer"] == 0.0 and metrics["base_wer"] >= 0.9
+    assert metrics["cer"] <= MAX_CLIP_CER / 2
     # decoded as the app decodes (params.yaml's app.decoding), and the metrics say so
     expected = dataclasses.asdict(dataclasses.replace(AppParams().decoding, word_timestamps=False))
     assert metrics["decoding"] == expected | {"temperatures": list(expected["temperatures"])}
@@ -76,7 +83,7 @@ def test_final_model_serves_swedish_in_a_plain_transformers_pipeline(tiny_repo, 
         warnings.simplefilter("always")
         asr = pipeline("automatic-speech-recognition", model=str(final))
         text = asr(audio)["text"]
-    assert text.strip() == normalize(prepared["sentence"][0])  # a memorised clip, in Swedish
+    assert clip_cer(prepared["sentence"][0], text) <= MAX_CLIP_CER  # a memorised clip, in Swedish
     said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
     assert not [m for m in said if re.search(r"language|forced_decoder_ids|\btask\b|translat", m, re.I)], said
 
@@ -86,7 +93,7 @@ def test_exp_run_with_dash_s_is_listed_beside_the_baseline(tiny_repo):
 
     # 2e-5 comes back from params.yaml as the string "2e-05": the stage must coerce it
     try:
-        run(["dvc", "exp", "run", "-S", "train.max_steps=50", "-S", "train.learning_rate=2e-5"], tiny_repo)
+        ran = run(["dvc", "exp", "run", "-S", "train.max_steps=50", "-S", "train.learning_rate=2e-5"], tiny_repo)
         rows = dvc.api.exp_show(repo=str(tiny_repo))
     finally:  # put the committed baseline back for the other tests
         run(["git", "checkout", "--", "."], tiny_repo)
@@ -96,3 +103,4 @@ def test_exp_run_with_dash_s_is_listed_beside_the_baseline(tiny_repo):
     assert baseline and experiments, rows
     assert experiments[0]["train.learning_rate"] == 2e-5
     assert 0.0 <= experiments[0]["cer"] and experiments[0]["cer"] != baseline[0]["cer"]
+    assert "Running stage 'train'" in ran.stdout and "Running stage 'peers'" not in ran.stdout  # released: cached

@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
-from conftest import SPLITS, new_repo, run
+from conftest import SPLITS, clip_cer, new_repo, run, sample_rows
 from svwhisper import publish, whisper_base
+from svwhisper.metrics import error_rates
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +22,9 @@ PRETRAINED_TINY = {
     },
     "train": {"max_steps": 6, "warmup_steps": 1, "batch_size": 8, "eval_steps": 6, "save_steps": 6},
     "evaluate": {"batch_size": 8},
+    "peers": {"max_clips": 3},
 }
+MAX_SIX_STEP_CER = 0.5  # six steps on eight clips: most of each sentence, not all of it
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +50,11 @@ def test_whisper_base_fine_tunes_through_every_stage(pretrained_repo):
 
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     assert metrics["n_utterances"] == 8
-    # six steps on these eight clips already beat the pretrained model that has never heard this speech
-    assert metrics["wer"] < metrics["base_wer"], metrics
+    # six steps on these clips already beat Whisper base as released (faster-whisper, 30 s) on the same clips
+    peers = pd.read_csv(repo / "reports/peers.tsv", sep="\t", keep_default_na=False)
+    ours = pd.read_csv(repo / "reports/predictions.tsv", sep="\t", keep_default_na=False).set_index("id")
+    released = error_rates(peers["reference"], peers["faster_whisper"])["wer"]
+    assert error_rates(peers["reference"], ours.loc[peers["id"], "hypothesis"])["wer"] < released, peers
     assert (repo / "models/ct2/model.bin").is_file()
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout
 
@@ -56,11 +63,12 @@ def test_both_backends_of_the_app_transcribe_with_the_fine_tuned_model(pretraine
     import app
     from svwhisper.audio import load_audio
 
-    clip = next((pretrained_repo / "data/sample/sv-SE/clips").glob("*.mp3"))
+    _, name, sentence = sample_rows(1)[0]  # a clip it was trained on
+    clip = pretrained_repo / "data/sample/sv-SE/clips" / name
     for backend, model_dir in (("transformers", "models/final"), ("ctranslate2", "models/ct2")):
         params = app.AppParams(backend=backend)
         result = app.transcribe(str(clip), str(pretrained_repo / model_dir), params)
-        assert result.message == "" and result.text.strip(), (backend, result)
+        assert result.message == "" and clip_cer(sentence, result.text) <= MAX_SIX_STEP_CER, (backend, result)
         assert result.segments and result.segments[-1].end_s <= len(load_audio(clip)) / 16000 + 0.5
 
 
@@ -88,7 +96,7 @@ def test_dvc_exp_run_switches_to_the_scratch_model_with_dash_s(pretrained_repo, 
     assert rows["scratch"]["model.name"] == "scratch" and rows["workspace"]["model.name"] == "scratch"
     scratch = yaml.safe_load((repo / "models/base/config.json").read_text())
     assert scratch["d_model"] == 160 and scratch["vocab_size"] < 2000  # the small local model and tokenizer
-    assert 0 <= rows["scratch"]["wer"] and rows["scratch"]["base_wer"] >= 0.9  # random init: (almost) nothing right
+    assert rows["scratch"]["wer"] >= 0.9  # six steps from random init: (almost) nothing right
 
 
 def recording_of(repo: Path, names: list[str], gaps_s: list[float]) -> tuple[np.ndarray, list[float]]:
@@ -107,7 +115,6 @@ def recording_of(repo: Path, names: list[str], gaps_s: list[float]) -> tuple[np.
 
 @pytest.mark.parametrize("backend, model_dir", [("transformers", "models/final"), ("ctranslate2", "models/ct2")])
 def test_words_are_timed_where_their_clip_is_in_the_recording(pretrained_repo, backend, model_dir):
-    from conftest import sample_rows
     from svwhisper.params import DecodeOptions
     from svwhisper.transcribe import load_backend, transcribe_samples
 
@@ -145,8 +152,6 @@ def test_silence_noise_and_a_tone_give_no_text(pretrained_repo, backend, model_d
 
 def test_cli_prints_word_timings_and_writes_word_level_subtitles_and_json(pretrained_repo, tmp_path):
     import soundfile as sf
-
-    from conftest import sample_rows
 
     samples, _ = recording_of(pretrained_repo, [r[1] for r in sample_rows(2)], [0.5, 0.7])
     sf.write(tmp_path / "two.wav", samples, 16000)

@@ -61,11 +61,11 @@ def test_dry_run_folder_has_a_card_with_the_committed_metrics_and_loads_back(rep
     assert model.generation_config.language in ("sv", "<|sv|>")
     WhisperProcessor.from_pretrained(folder)
     clip, sentence = memorised[0]
+    from conftest import MAX_CLIP_CER, clip_cer
     from svwhisper.audio import load_audio
-    from svwhisper.text import normalize
 
     asr = pipeline("automatic-speech-recognition", model=str(folder))
-    assert normalize(asr(load_audio(clip))["text"]) == normalize(sentence)
+    assert clip_cer(sentence, asr(load_audio(clip))["text"]) <= MAX_CLIP_CER
 
 
 class FakeHub:

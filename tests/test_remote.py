@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import app
-from conftest import GIT_ENV, REPO, kill_train_once, override_params, run
+from conftest import GIT_ENV, MAX_CLIP_CER, REPO, clip_cer, kill_train_once, override_params, run
 from svwhisper.checkpoints import COMPLETE
 from svwhisper.metrics import error_rates
 from svwhisper.remote import CheckpointStore, gdrive_problem, with_timeout
@@ -191,7 +191,7 @@ def test_dvc_get_and_import_fetch_just_the_model_into_another_project(pushed, me
     assert source["path"] == "models/final" and source["repo"]["url"] == str(repo_a) and source["repo"]["rev_lock"]
     for model in (tmp_path / "got", other / "asr-model"):
         backend = load_backend("transformers", model)
-        assert normalize(backend([app.load_audio(clip)])[0]) == normalize(sentence)
+        assert clip_cer(sentence, backend([app.load_audio(clip)])[0]) <= MAX_CLIP_CER
 
 
 @pytest.mark.slow

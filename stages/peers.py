@@ -1,0 +1,65 @@
+"""peers: the test split transcribed by Whisper as released, the model a user would run instead of fine-tuning.
+
+`peers.model` (Whisper base from the verified packages by default) at its own 30 s window, with Swedish set
+(`model.language`, `model.task`) and the app's decoding options (`app.decoding`: beam search, temperature
+fallback, the no-speech rule), decoded twice (svwhisper.peers):
+- by faster-whisper (`WhisperModel.transcribe`, int8 on a CPU): what a user who does not fine-tune runs;
+- by our transformers backend (svwhisper.decoding) on the first `peers.transformers_max_clips` clips: the code
+  evaluate decodes the fine-tuned model with, so the difference to evaluate's figures is the fine-tuning, not
+  the decoder. (The released model loops on most of these clips, and a Python decoder running each loop to the
+  token cap with beam 5 and fallback takes about 12 s a clip on 2 cores; faster-whisper about 3 s.)
+It depends on the test split's file and its own code, never on the fine-tuned model: training again reruns
+nothing here. Writes metrics (WER/CER of both, normalised and orthographic) and a per-utterance TSV.
+
+    python -m stages.peers --test data/prepared/test.parquet --metrics metrics/peers.json \
+        --predictions reports/peers.tsv
+"""
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from svwhisper import whisper_base
+from svwhisper.atomic import write_text_atomic
+from svwhisper.audio import load_audio
+from svwhisper.paramfile import load_params
+from svwhisper.params import AppParams, ModelParams
+from svwhisper.peers import DECODERS, PeersParams, by_faster_whisper, by_transformers, metrics_of, write_released
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag in ("--test", "--metrics", "--predictions"):
+        parser.add_argument(flag, type=Path, required=True)
+    args = parser.parse_args()
+    params, model = load_params(PeersParams, "peers"), load_params(ModelParams, "model")
+    options = dataclasses.replace(load_params(AppParams, "app").decoding, word_timestamps=False)
+
+    test = pd.read_parquet(args.test, columns=["id", "sentence", "audio"])
+    test = test.head(params.max_clips) if params.max_clips else test
+    clips = [load_audio(audio, name=clip_id) for audio, clip_id in zip(test["audio"], test["id"], strict=True)]
+    with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
+        try:
+            for_faster_whisper, hf_dir = write_released(params.model, Path(tmp), model.language, model.task)
+        except (ValueError, whisper_base.VerificationError) as err:
+            raise SystemExit(f"peers: {err}") from None
+        language, task, compute = model.language, model.task, params.faster_whisper_compute_type
+        ours = clips[: params.transformers_max_clips or None]
+        texts = {
+            "faster_whisper": by_faster_whisper(for_faster_whisper, clips, options, language, task, compute),
+            "transformers": by_transformers(hf_dir, ours, options, params.batch_size),
+        }
+    references = test["sentence"].to_list()
+    metrics = metrics_of(references, texts, params.model, options)
+    write_text_atomic(args.metrics, json.dumps(metrics, indent=2) + "\n")
+    table = pd.DataFrame({"id": test["id"], "reference": references, **{k: pd.Series(v) for k, v in texts.items()}})
+    write_text_atomic(args.predictions, table.to_csv(sep="\t", index=False))
+    print("peers: " + ", ".join(f"{d} WER {metrics[d]['wer']} CER {metrics[d]['cer']}" for d in DECODERS))
+
+
+if __name__ == "__main__":
+    main()

@@ -115,6 +115,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clips", type=int, default=0, help="use only the first N test clips (0: all)")
+    parser.add_argument("--tsv", default="test", help="which split of the shipped corpus (tests: train)")
     parser.add_argument("--model-dir", type=Path, help="default: paths.final_model, or paths.exported for ctranslate2")
     return parser.parse_args()
 
@@ -154,7 +155,7 @@ def main() -> None:
         beam_size=args.beam_size, temperatures=(0.0,) if args.no_fallback else DecodeOptions.temperatures
     )
     backend = load_backend(args.backend, REPO / model_dir)
-    test = [c for c in iter_clips(Source(kind="commonvoice", path=str(REPO / "data/sample/sv-SE"), tsv="test"))]
+    test = [c for c in iter_clips(Source(kind="commonvoice", path=str(REPO / "data/sample/sv-SE"), tsv=args.tsv))]
     test = [c for c in test if isinstance(c, Clip)][: args.clips or None]
     audio = [load_audio(c.audio) for c in test]
     built = recordings(audio, np.random.default_rng(args.seed), 1 if args.quick else 3)

@@ -168,6 +168,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--marks", default="1", help="budget multiples at which the recipe is scored")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--final", type=Path, help="our fine-tuned model (default: paths.final_model)")
+    parser.add_argument("--prepared", type=Path, help="prepare's output dir (default: paths.prepared)")
     parser.add_argument("--train-log", type=Path, help="its dvclive metrics.json (default: under paths.train_log)")
     parser.add_argument("--budget-s", type=float, default=0, help="training seconds per run (default: our runtime)")
     parser.add_argument("--batch-size", type=int, default=0, help="override both runs' batch (tests only)")
@@ -190,7 +191,8 @@ def main() -> None:
         sys.exit(f"recipe: no {final} or {log}: run `make repro` (or `dvc repro`) first")
     ours_log = json.loads(log.read_text(encoding="utf-8"))
     budget_s = args.budget_s or ours_log["train"]["runtime"] / (10 if args.quick else 1)
-    test = pd.read_parquet(REPO / paths.prepared / "test.parquet").head(args.eval_clips)
+    prepared = args.prepared or REPO / paths.prepared
+    test = pd.read_parquet(prepared / "test.parquet").head(args.eval_clips)
     clips, references = [load_audio(a) for a in test["audio"]], test["sentence"].to_list()
 
     def evaluate(model, processor):
@@ -201,7 +203,7 @@ def main() -> None:
     ours |= {"steps": ours_log["step"], "train_s": round(ours_log["train"]["runtime"], 1)}
     ours["s_per_step"] = round(ours["train_s"] / ours["steps"], 2)
     del ours_model
-    train = pd.read_parquet(REPO / paths.prepared / "train.parquet")
+    train = pd.read_parquet(prepared / "train.parquet")
     train = train.head(args.train_clips) if args.train_clips else train
     train_set = featurized(train, released()[1])
     marks = [float(m) for m in args.marks.split(",")]

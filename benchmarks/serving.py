@@ -44,12 +44,12 @@ PEERS = ("faster-whisper", "faster-whisper-batched", "transformers-pipeline")
 BATCH = 8
 
 
-def built_recordings(clips: int, count: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
+def built_recordings(clips: int, count: int, seed: int, tsv: str = "test") -> tuple[list[np.ndarray], list[str]]:
     """The long recordings (benchmarks/longform.py's, same seed) and the sentences each holds, in order."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from longform import recordings
 
-    test = [c for c in iter_clips(Source(kind="commonvoice", path=str(REPO / "data/sample/sv-SE"), tsv="test"))]
+    test = [c for c in iter_clips(Source(kind="commonvoice", path=str(REPO / "data/sample/sv-SE"), tsv=tsv))]
     test = [c for c in test if isinstance(c, Clip)][: clips or None]
     built = recordings([load_audio(c.audio) for c in test], np.random.default_rng(seed), count)
     return [s for s, _ in built], [" ".join(test[i].sentence for i, _, _ in placed) for _, placed in built]
@@ -104,7 +104,7 @@ def run_one(args) -> None:
 
     torch.set_num_threads(args.threads)
     start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the parent's at the fork, a floor
-    samples, _ = built_recordings(args.clips, args.count, args.seed)
+    samples, _ = built_recordings(args.clips, args.count, args.seed, args.tsv)
     started = time.perf_counter()
     transcribe = transcriber(args.run, args)
     load_s = time.perf_counter() - started
@@ -119,7 +119,7 @@ def run_one(args) -> None:
 def measure(system: str, args, released: Path, audio_s: float, references: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--run", system, "--released", str(released), "--threads", str(args.threads)]
     cmd += ["--clips", str(args.clips), "--count", str(args.count), "--seed", str(args.seed)]
-    cmd += ["--final", str(args.final), "--exported", str(args.exported)]
+    cmd += ["--final", str(args.final), "--exported", str(args.exported), "--tsv", args.tsv]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"serving: {system} failed:\n{done.stderr[-3000:]}")
@@ -140,6 +140,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one recording of ~3 min")
     parser.add_argument("--clips", type=int, default=0, help="use only the first N test clips (0: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tsv", default="test", help="which split of the shipped corpus (tests: train)")
     parser.add_argument("--threads", type=int, default=usable_cores(), help="CPU threads of every system")
     parser.add_argument("--systems", default=",".join(OURS + PEERS), help="comma-separated subset")
     parser.add_argument("--final", type=Path, help="our transformers model dir (default: paths.final_model)")
@@ -164,7 +165,7 @@ def main() -> None:
     for model_dir in (args.final, args.exported):
         if not model_dir.is_dir():
             sys.exit(f"serving: no model in {model_dir}: run `make repro` (or `dvc repro`) first")
-    samples, references = built_recordings(args.clips, args.count, args.seed)
+    samples, references = built_recordings(args.clips, args.count, args.seed, args.tsv)
     audio_s = sum(len(s) for s in samples) / SAMPLE_RATE
     systems = [s for s in args.systems.split(",") if s]
     if unknown := set(systems) - set(OURS + PEERS):

@@ -55,20 +55,13 @@ def built_recordings(clips: int, count: int, seed: int, tsv: str = "test") -> tu
     return [s for s, _ in built], [" ".join(test[i].sentence for i, _, _ in placed) for _, placed in built]
 
 
-def released_dirs(folder: Path) -> tuple[Path, Path]:
-    """Whisper base as released, Swedish set: Systran's CTranslate2 files, and a transformers save_pretrained dir."""
+def released_dirs(folder: Path) -> None:
+    """Whisper base as released, Swedish set, under `folder` as the peers stage lays it out: ct2/ (Systran's
+    CTranslate2 files) and hf/ (a transformers save_pretrained dir)."""
     from svwhisper import whisper_base
-    from svwhisper.modeling import set_language_and_task
+    from svwhisper.peers import write_released
 
-    ct2, hf = folder / "ct2", folder / "hf"
-    ct2.mkdir()
-    for name, content in whisper_base.verified_files().items():
-        (ct2 / name).write_bytes(content)
-    model, processor = whisper_base.load_whisper_base()
-    set_language_and_task(model, processor, "sv", "transcribe")
-    model.save_pretrained(hf)
-    processor.save_pretrained(hf)
-    return ct2, hf
+    write_released(whisper_base.NAME, folder, "sv", "transcribe")
 
 
 def transcriber(system: str, args):

@@ -3,6 +3,7 @@ threads that share a backend get the answers they would get one after the other.
 
 import inspect
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,22 +86,12 @@ def test_an_untrained_model_that_samples_timestamp_tokens_falls_back_without_fai
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory) -> dict:
-    """Whisper base as released (30 s window, Swedish set), as each backend loads it: a save_pretrained dir, and
-    Systran's CTranslate2 files with the same processor files."""
+    """Whisper base as released (30 s window, Swedish set), as each backend loads it (the peers stage's layout)."""
     from svwhisper import whisper_base
-    from svwhisper.modeling import set_language_and_task
+    from svwhisper.peers import write_released
 
-    folder = tmp_path_factory.mktemp("released")
-    model, processor = whisper_base.load_whisper_base()
-    set_language_and_task(model, processor, "sv", "transcribe")
-    model.save_pretrained(folder / "hf")
-    processor.save_pretrained(folder / "hf")
-    (folder / "ct2").mkdir()
-    for name, content in whisper_base.verified_files().items():
-        (folder / "ct2" / name).write_bytes(content)
-    processor.save_pretrained(folder / "ct2")
-    model.generation_config.save_pretrained(folder / "ct2")
-    return {TransformersBackend: folder / "hf", CTranslate2Backend: folder / "ct2"}
+    ct2, hf = write_released(whisper_base.NAME, tmp_path_factory.mktemp("released"), "sv", "transcribe")
+    return {TransformersBackend: hf, CTranslate2Backend: Path(ct2)}
 
 
 @pytest.mark.parametrize("cls", [TransformersBackend, CTranslate2Backend])

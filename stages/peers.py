@@ -7,7 +7,7 @@ fallback, the no-speech rule), decoded twice (svwhisper.peers):
 - by our transformers backend (svwhisper.decoding) on the first `peers.transformers_max_clips` clips: the code
   evaluate decodes the fine-tuned model with, so the difference to evaluate's figures is the fine-tuning, not
   the decoder. (The released model loops on most of these clips, and a Python decoder running each loop to the
-  token cap with beam 5 and fallback takes about 12 s a clip on 2 cores; faster-whisper about 3 s.)
+  token cap with beam 5 and fallback takes about 6 s a clip on 2 cores; faster-whisper about 3 s.)
 It depends on the test split's file and its own code, never on the fine-tuned model: training again reruns
 nothing here. Writes metrics (WER/CER of both, normalised and orthographic) and a per-utterance TSV.
 

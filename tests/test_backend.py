@@ -135,6 +135,8 @@ def test_the_no_speech_rule_rejects_speech_free_chunks_that_reach_the_backend(re
     chunks = [rng.normal(0, 0.1, n), rng.normal(0, 0.003, n)]
     chunks = [c.astype(np.float32) for c in [*chunks, 0.1 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)]]
     backend = cls(released[cls])
+    if cls is TransformersBackend:  # a loop fails the compression check long before the 444-token cap: the
+        backend.max_new_tokens = 96  # Python decoder need not run it to there at beam 5
     options = DecodeOptions(word_timestamps=False)  # the app's: beam 5, fallback, no-speech threshold 0.6
     for hyp in decode_clips(backend, chunks, options):
         assert hyp.text == "" and hyp.no_speech_prob > options.no_speech_threshold, hyp

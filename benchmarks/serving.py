@@ -8,7 +8,7 @@ transcribed by each system in a process of its own (so each peak RSS is its own)
   Silero VAD, word timestamps, its defaults otherwise);
 - faster-whisper-batched: its `BatchedInferencePipeline` (batch 8, beam 5, word timestamps);
 - transformers-pipeline: `pipeline("automatic-speech-recognition", chunk_length_s=30, batch_size=8)` with
-  Whisper base as released (Swedish; greedy, the pipeline's default).
+  Whisper base as released (Swedish; beam 5 and at most 256 new tokens a chunk, the pipeline's defaults).
 Whisper base comes from the verified packages (svwhisper.whisper_base), as the peers stage runs it.
 Each system reports audio seconds per wall second (model loading excluded), peak RSS and WER against the
 recordings' sentences. Target: svwhisper-ctranslate2 at least 2x the fastest peer's speed, at a lower WER than

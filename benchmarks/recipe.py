@@ -31,10 +31,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from svwhisper import whisper_base
 from svwhisper.audio import load_audio
 from svwhisper.metrics import error_rates
 from svwhisper.paramfile import load_params
 from svwhisper.params import Paths, TrainParams
+from svwhisper.peers import load_released
 
 REPO = Path(__file__).resolve().parents[1]
 BLOG = {  # Seq2SeqTrainingArguments of the blog post (its eval/save every 1,000 steps never come within budget)
@@ -48,6 +50,7 @@ BLOG = {  # Seq2SeqTrainingArguments of the blog post (its eval/save every 1,000
     "weight_decay": 0.0,
 }
 GENERATION_MAX_LENGTH = 225
+RELEASED = (whisper_base.NAME, "sv", "transcribe")  # the model both runs start from
 
 
 def our_optimiser(train: TrainParams) -> dict:
@@ -79,15 +82,6 @@ class Collator:
             labels = labels[:, 1:]
         batch["labels"] = labels
         return batch
-
-
-def released():
-    from svwhisper import whisper_base
-    from svwhisper.modeling import set_language_and_task
-
-    model, processor = whisper_base.load_whisper_base()
-    set_language_and_task(model, processor, "sv", "transcribe")
-    return model, processor
 
 
 def score(model, processor, clips: list[np.ndarray], references: list[str], batch: int = 16) -> dict:
@@ -131,7 +125,7 @@ def budget_callback(budget_s: float, marks: list[float], evaluate):
 def run_recipe(arguments: dict, train_set, budget_s: float, marks: list[float], evaluate) -> list[dict]:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-    model, processor = released()
+    model, processor = load_released(*RELEASED)
     model.generation_config.forced_decoder_ids = None
     collator = Collator(processor, model.config.decoder_start_token_id)
     budget = budget_callback(budget_s, marks, lambda m: evaluate(m, processor))
@@ -205,7 +199,7 @@ def main() -> None:
     del ours_model
     train = pd.read_parquet(prepared / "train.parquet")
     train = train.head(args.train_clips) if args.train_clips else train
-    train_set = featurized(train, released()[1])
+    train_set = featurized(train, load_released(*RELEASED)[1])
     marks = [float(m) for m in args.marks.split(",")]
     train_params = load_params(TrainParams, "train", REPO / "params.yaml")
     result = {"budget_s": round(budget_s, 1), "eval_clips": len(clips), "train_clips": len(train_set), "ours": ours}

@@ -46,13 +46,19 @@ class PeersParams:
                 raise ParamsRangeError(key, "must be a path of letters, digits and . _ + - / without '..'")
 
 
-def write_released(name: str, folder: Path, language: str, task: str) -> tuple[str, Path]:
-    """The released `name` in `folder`: (what faster_whisper.WhisperModel loads: the CTranslate2 dir, or for a hub
-    id the size, which faster-whisper fetches as Systran's conversion; the transformers dir)."""
+def load_released(name: str, language: str, task: str):
+    """The released `name` in memory, `language` and `task` set: (model, processor)."""
     model, processor = whisper_base.load_whisper_base() if name == whisper_base.NAME else load_pretrained(name)
     if processor.feature_extractor.chunk_length != RELEASED_WINDOW_S:
         raise ValueError(f"{name} has a {processor.feature_extractor.chunk_length} s window, not as released")
     set_language_and_task(model, processor, language, task)
+    return model, processor
+
+
+def write_released(name: str, folder: Path, language: str, task: str) -> tuple[str, Path]:
+    """The released `name` in `folder`: (what faster_whisper.WhisperModel loads: the CTranslate2 dir, or for a hub
+    id the size, which faster-whisper fetches as Systran's conversion; the transformers dir)."""
+    model, processor = load_released(name, language, task)
     model.save_pretrained(folder / "hf")
     processor.save_pretrained(folder / "hf")
     if name != whisper_base.NAME:

@@ -4,11 +4,12 @@ Each clip is decoded by svwhisper.decoding over the transformers backend, as the
 a chunk: with `evaluate.decoding: app` the options of `app.decoding` (beam search, temperature fallback,
 no-speech), with `greedy` one pass at temperature 0. Writes the metrics JSON (wer, cer as normalised-text
 fractions, wer_orthographic, cer_orthographic, the decoding options, how many clips fell back,
-n_utterances, hours) and a per-utterance TSV. Whisper as released, on the same clips with the same
-options, is the peers stage's (metrics/peers.json).
+n_utterances, hours), a per-utterance TSV, and the error analysis (svwhisper.errors): WER and CER per
+speaker (the test clips' client_id, read from the prepared split) and per sentence length, and the ten worst
+clips. Whisper as released, on the same clips with the same options, is the peers stage's (metrics/peers.json).
 
-    python -m stages.evaluate --features data/features --model models/final \
-        --metrics metrics/eval.json --predictions reports/predictions.tsv
+    python -m stages.evaluate --features data/features --model models/final --clips data/prepared/test.parquet \
+        --metrics metrics/eval.json --predictions reports/predictions.tsv --errors reports/errors.json
 """
 
 import argparse
@@ -18,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from svwhisper.atomic import write_text_atomic
 from svwhisper.audio import SAMPLE_RATE
 from svwhisper.data import FeatureSplit
 from svwhisper.decoding import Hypothesis, decode_features, positions_of
+from svwhisper.errors import error_analysis
 from svwhisper.hf_backend import TransformersBackend
 from svwhisper.logmel import pad_features
 from svwhisper.metrics import error_rates, word_errors
@@ -67,13 +70,16 @@ def metrics_of(references: list[str], hyps: list[Hypothesis], options, hours: fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flag in ("--features", "--model", "--metrics", "--predictions"):
+    for flag in ("--features", "--model", "--clips", "--metrics", "--predictions", "--errors"):
         parser.add_argument(flag, type=Path, required=True)
     args = parser.parse_args()
     params = load_params(EvaluateParams, "evaluate")
     options = decoding_options(params, load_params(AppParams, "app"))
 
     test = FeatureSplit(args.features / "test")
+    speakers = pq.read_table(args.clips, columns=["id", "client_id"]).to_pandas()
+    if speakers["id"].tolist() != test.table["id"].tolist():
+        raise SystemExit(f"evaluate: {args.clips} does not hold the clips of {args.features / 'test'}: run featurize")
     references = test.table["sentence"].to_list()
     hyps = transcribe_split(args.model, test, params.batch_size, options, "final")
     hours = float(np.sum(test.table["duration_s"])) / 3600
@@ -90,6 +96,8 @@ def main() -> None:
         }
     )
     write_text_atomic(args.predictions, per_utterance.to_csv(sep="\t", index=False))
+    analysis = error_analysis(per_utterance[["id", "reference", "hypothesis"]].assign(speaker=speakers["client_id"]))
+    write_text_atomic(args.errors, json.dumps(analysis, indent=2, ensure_ascii=False) + "\n")
     print("evaluate: " + ", ".join(f"{k} {v}" for k, v in metrics.items() if k != "decoding"))
 
 

@@ -4,7 +4,8 @@ Uses the base model's own processor, so a pretrained Whisper gets its own 80/128
 and vocabulary. Features are computed over each clip rather than the padded window and stored
 trimmed, in float16 (see svwhisper.logmel). The prepared data is read one shard at a time,
 so memory does not grow with the corpus; log-mel runs over `num_proc` worker processes. The
-same inputs give byte-identical shards.
+same inputs give byte-identical shards. With `featurize.augment.transforms` set, the train split also gets
+`copies` augmented versions of every clip (svwhisper.augment); dev and test are never augmented.
 
     python -m stages.featurize --prepared data/prepared --base-model models/base --out data/features
     -> data/features/{train,dev,test}/part-00000.parquet, ...
@@ -36,10 +37,16 @@ def main() -> None:
         raise SystemExit(f"featurize: the base model expects {processor.feature_extractor.sampling_rate} Hz audio")
     for split in SPLITS:
         clips, shards = featurize_split(
-            args.prepared / f"{split}.parquet", args.out / split, processor, params, text, max_label_len
+            args.prepared / f"{split}.parquet",
+            args.out / split,
+            processor,
+            params,
+            text,
+            max_label_len,
+            augmented=split == "train",
         )
         size_mb = sum(p.stat().st_size for p in (args.out / split).iterdir()) / 1e6
-        print(f"featurize: {split}: {clips} clips in {shards} shard(s), {size_mb:.1f} MB")
+        print(f"featurize: {split}: {clips} rows in {shards} shard(s), {size_mb:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ def main() -> None:
             excluded = frozenset(tables["test"]["client_id"]) - {""}
         sources = getattr(params.sources, split)
         report["sources"][split] = [s.describe() for s in sources]
-        tables[split], report["splits"][split] = prepare_split(sources, params, args.out / f"{split}.parquet", excluded)
+        fraction = params.train_fraction if split == "train" else 1.0  # a learning curve shrinks train only
+        out = args.out / f"{split}.parquet"
+        tables[split], report["splits"][split] = prepare_split(sources, params, out, excluded, fraction)
         print(
             f"prepare: {split}: {report['splits'][split]['kept']} clips, dropped {report['splits'][split]['dropped']}"
         )

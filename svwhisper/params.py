@@ -43,6 +43,7 @@ class Paths:
     train_log: str = "dvclive"
     metrics: str = "metrics/eval.json"
     predictions: str = "reports/predictions.tsv"
+    errors: str = "reports/errors.json"
 
     def check(self) -> None:
         for key, value in dataclasses.asdict(self).items():  # each is pasted into dvc.yaml's shell commands
@@ -132,9 +133,14 @@ class PrepareParams:
     drop_test_speakers_from_train: bool = False
     max_clips_per_split: int = 0
     decode_threads: int = 2  # clips decoded at once (libsndfile, FFmpeg and soxr release the GIL)
+    train_fraction: float = 1.0  # keep this share of the training clips (a learning curve); dev and test stay whole
+    subset_seed: int = 0  # which clips the share keeps: a smaller share's clips are inside a larger one's
 
     def check(self) -> None:
         at_least(self, 1, "decode_threads")
+        at_least(self, 0, "subset_seed")
+        if not 0 < self.train_fraction <= 1:
+            raise ParamsRangeError("train_fraction", f"must be in (0, 1], got {self.train_fraction}")
         if not 0 <= self.min_duration_s < self.max_duration_s:
             raise ValueError("need 0 <= min_duration_s < max_duration_s")
         if not 0 <= self.min_chars_per_second < self.max_chars_per_second:
@@ -190,10 +196,45 @@ class ModelParams:
             raise ParamsRangeError("d_model", f"({self.d_model}) must be a multiple of attention_heads")
 
 
+AUGMENTATIONS = ("tempo", "noise", "telephone", "gain")  # the order they are applied in, whatever the list's
+
+
+def _range(params, key: str, low: float, high: float) -> None:
+    """`key` must be a [min, max] pair with low <= min <= max <= high."""
+    value = getattr(params, key)
+    if len(value) != 2 or not low <= value[0] <= value[1] <= high:
+        raise ParamsRangeError(key, f"must be [min, max] with {low} <= min <= max <= {high}, got {list(value)}")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """`featurize.augment`: augmented copies of the training clips (svwhisper.augment); dev and test never."""
+
+    transforms: tuple[str, ...] = ()  # any of AUGMENTATIONS; () = off
+    copies: int = 1  # augmented copies of each training clip, written beside the clean one
+    seed: int = 0  # with the clip id and copy number, seeds every random draw
+    tempo: tuple[float, ...] = (0.9, 1.1)  # time-stretch rate range (pitch kept)
+    noise_snr_db: tuple[float, ...] = (10.0, 30.0)  # coloured noise (white to brown), signal-to-noise ratio range
+    telephone_hz: tuple[float, ...] = (3000.0, 3800.0)  # low-pass cutoff range, after a 300 Hz high-pass
+    gain_db: tuple[float, ...] = (-12.0, 6.0)  # loudness change range
+
+    def check(self) -> None:
+        unknown = sorted(set(self.transforms) - set(AUGMENTATIONS))
+        if unknown:
+            raise ParamsRangeError("transforms", f"unknown {unknown}: choose from {list(AUGMENTATIONS)}")
+        at_least(self, 1, "copies")
+        at_least(self, 0, "seed")
+        _range(self, "tempo", 0.5, 2.0)
+        _range(self, "noise_snr_db", -20.0, 80.0)
+        _range(self, "telephone_hz", 500.0, 7900.0)
+        _range(self, "gain_db", -40.0, 20.0)
+
+
 @dataclass(frozen=True)
 class FeaturizeParams:
     shard_size: int = 2000  # clips per output shard
     num_proc: int = 2  # worker processes computing log-mel
+    augment: AugmentParams = AugmentParams()
 
     def check(self) -> None:
         at_least(self, 1, "shard_size", "num_proc")

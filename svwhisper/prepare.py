@@ -1,6 +1,7 @@
 """Reading, filtering and decoding the clips of a split (the prepare stage's work): every clip kept or counted under
 a reason, written a Parquet row group at a time, whole or not at all."""
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ DROP_REASONS = (  # every one appears in the report, with 0 where nothing was dr
     "too_short",
     "too_long",
     "chars_per_second",
+    "outside_subset",
 )
 SCHEMA = pa.schema(
     [("id", pa.string()), ("client_id", pa.string()), ("sentence", pa.string()), ("duration_s", pa.float64()),
@@ -67,6 +69,15 @@ def row_problem(clip: Clip, params: PrepareParams, excluded_speakers: frozenset[
     if clip.speaker and clip.speaker in excluded_speakers:
         return "test_speaker"
     return ""
+
+
+def in_subset(clip_id: str, fraction: float, seed: int) -> bool:
+    """Whether the clip is in the seeded `fraction` of its split: a hash of (seed, id), so a clip's place does
+    not depend on the order or number of the others, and a smaller share's clips lie inside a larger one's."""
+    if fraction >= 1:
+        return True
+    digest = hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") < fraction * 2**64
 
 
 def decode_clip(clip: Path | bytes, sentence: str, params: PrepareParams) -> tuple[bytes | None, float, str, str]:
@@ -112,7 +123,11 @@ def outside(clip: Clip, roots: list[Path]) -> bool:
 
 
 def candidates(
-    sources: Iterable[Source], params: PrepareParams, log: DropLog, excluded_speakers: frozenset[str]
+    sources: Iterable[Source],
+    params: PrepareParams,
+    log: DropLog,
+    excluded_speakers: frozenset[str],
+    fraction: float = 1.0,
 ) -> Iterator[Clip]:
     """Clips of all `sources` that pass the row rules (each id once), logging the others.
 
@@ -131,6 +146,8 @@ def candidates(
                 log.add("outside_data", item.where)
                 continue
             reason = row_problem(item, params, excluded_speakers) or ("duplicate_clip" if item.id in seen else "")
+            if not reason and not in_subset(item.id, fraction, params.subset_seed):
+                reason = "outside_subset"  # undecoded: a learning-curve share costs only its own clips
             if reason:
                 log.add(reason, item.where)
                 continue
@@ -139,15 +156,20 @@ def candidates(
 
 
 def prepare_split(
-    sources: Iterable[Source], params: PrepareParams, out: Path, excluded_speakers: frozenset[str] = frozenset()
+    sources: Iterable[Source],
+    params: PrepareParams,
+    out: Path,
+    excluded_speakers: frozenset[str] = frozenset(),
+    fraction: float = 1.0,
 ) -> tuple[pd.DataFrame, dict]:
     """Read, filter and decode the clips of one split's `sources` into the Parquet file `out`.
 
     Returns the kept clips' metadata (no audio) and the split's report entry. Clips by a
-    speaker in `excluded_speakers` are dropped as "test_speaker".
+    speaker in `excluded_speakers` are dropped as "test_speaker"; clips outside the seeded `fraction`
+    (`in_subset`) as "outside_subset".
     """
     log, kept, buffer = DropLog(), [], []
-    clips = candidates(sources, params, log, excluded_speakers)
+    clips = candidates(sources, params, log, excluded_speakers, fraction)
     if params.max_clips_per_split:
         clips = islice(clips, params.max_clips_per_split)
     with (

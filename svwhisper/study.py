@@ -1,88 +1,230 @@
-"""The improvement study of the scratch model: variants of its recipe, each one `dvc exp run`, at one budget.
+"""The improvement study of the default recipe: model- and data-centric variants, each trained with two seeds.
 
-    python -m svwhisper.study run      # queue every variant (named study-*) and run them one at a time
-    python -m svwhisper.study table    # the table in docs/results.md: `dvc exp show --md` with the study's columns
-    python -m svwhisper.study table --rev 1a2b3c4   # runs made on an earlier commit (options go to dvc exp show)
+    svwhisper study run                 # run every variant x seed not run yet, one `dvc exp run --temp` each
+    svwhisper study run --only lr-3x cosine       # some variants (their missing seeds)
+    svwhisper study table               # mean and spread per variant, from reports/study.tsv
+    svwhisper study plan                # the runs and their -S overrides, without running anything
 
-Every variant starts from SCRATCH, the small from-scratch Whisper with the recipe it was tuned with
-(normalised labels, joint CTC, lr 3e-3), and trains for STEPS steps, so that the seven runs take well
-under an hour on 2 CPU cores; `study-baseline` is that recipe at this budget, the row to compare with.
-The pipeline's default (fine-tuning the pretrained Whisper base) is not what these variants change.
+Every variant is the default pipeline (params.yaml: Whisper base, 4 s window, 120 steps) with one thing changed,
+run through `evaluate` as a DVC experiment named `study-<variant>-s<seed>` in a temporary copy of the repo
+(`--temp`: the workspace is left as it is). Seeds set `train.seed` (data order, dropout, adapter init); two
+seeds of the same variant show how far a result moves by chance. After each run the experiment's metrics are
+collected from its git ref into reports/study.tsv (one row a run), so a study cut short resumes where it
+stopped: a run whose experiment exists is not run again. The runs go one at a time: each takes both cores.
 """
 
 import argparse
+import csv
+import io
+import json
+import statistics
 import subprocess
 import sys
+from pathlib import Path
 
-STEPS = 500
-SCRATCH = {  # the scratch model's recipe: every variant starts from it
-    "model.name": "scratch",
-    "text.normalize_labels": "true",
-    "train.learning_rate": "3e-3",
-    "train.lr_scheduler": "cosine",
-    "train.warmup_steps": "100",
-    "train.batch_size": "32",
-    "train.ctc_weight": "0.3",
-    "train.eval_steps": "500",
-    "train.save_steps": "500",
-    "train.logging_steps": "50",
+RESULTS = Path("reports/study.tsv")
+SEEDS = (42, 43)
+MODEL_CENTRIC = {
+    "baseline": ("the default recipe", []),
+    "lr-0.3x": ("peak learning rate 3e-5", ["train.learning_rate=3e-5"]),
+    "lr-3x": ("peak learning rate 3e-4", ["train.learning_rate=3e-4"]),
+    "cosine": ("cosine decay instead of linear", ["train.lr_scheduler=cosine"]),
+    "lora-32": (
+        "LoRA rank 32 on the attention projections, lr 1e-3 (adapters want a higher rate)",
+        ["train.lora_rank=32", "train.learning_rate=1e-3"],
+    ),
+    "frozen-encoder": ("encoder frozen, decoder trained", ["train.freeze_encoder=true"]),
+    "specaug": (
+        "SpecAugment at Whisper's default masking (time 0.05, no feature masks)",
+        ["train.spec_augment=true", "train.mask_time_prob=0.05", "train.mask_feature_prob=0"],
+    ),
+    "specaug-strong": (
+        "SpecAugment, strong (time 0.5, features 0.1)",
+        ["train.spec_augment=true", "train.mask_time_prob=0.5", "train.mask_feature_prob=0.1"],
+    ),
+    "dropout-0.1": ("dropout 0.1", ["train.dropout=0.1"]),
+    "window-8s": ("8 s audio window", ["model.chunk_length_s=8"]),
 }
-VARIANTS = {
-    "study-baseline": [],
-    "study-lr-1e-3": ["train.learning_rate=1e-3"],
-    "study-specaugment": ["train.spec_augment=true"],
-    "study-no-ctc": ["train.ctc_weight=0"],
-    "study-wide": ["model.d_model=256", "model.ffn_dim=1024"],
-    "study-deep": ["model.encoder_layers=4", "model.decoder_layers=4"],
-    "study-vocab-1000": ["model.vocab_size=1000"],
+DATA_CENTRIC = {
+    "aug-tempo": ("+ a time-stretched copy of each clip (0.9-1.1)", ["featurize.augment.transforms=[tempo]"]),
+    "aug-noise": ("+ a copy with coloured noise at 10-30 dB SNR", ["featurize.augment.transforms=[noise]"]),
+    "aug-gain": ("+ a copy at another level (-12 to +6 dB)", ["featurize.augment.transforms=[gain]"]),
+    "aug-telephone": ("+ a copy through a telephone band", ["featurize.augment.transforms=[telephone]"]),
+    "aug-all": (
+        "+ a copy with all four at once",
+        ["featurize.augment.transforms=[tempo,noise,telephone,gain]"],
+    ),
+    "data-25": ("25 % of the training clips", ["prepare.train_fraction=0.25"]),
+    "data-50": ("50 % of the training clips", ["prepare.train_fraction=0.5"]),
+    "labels-normalised": ("labels lower-cased, no punctuation", ["text.normalize_labels=true"]),
 }
-# the columns of the table: experiment, the changed knobs, held-out and dev error rates, training time
-KNOBS = ("train.learning_rate", "train.spec_augment", "train.ctc_weight", "model.d_model", "model.ffn_dim")
-KNOBS += ("model.encoder_layers", "model.decoder_layers", "model.vocab_size")
-COLUMNS = "|".join(("Experiment", *KNOBS, "wer", "cer", "eval.wer", "train.runtime")).replace(".", r"\.")
+VARIANTS = MODEL_CENTRIC | DATA_CENTRIC
+# one row of reports/study.tsv a run: what ran, and what came out (test split: normalised and orthographic)
+FIELDS = ("variant", "seed", "experiment", "baseline", "train_hours", "train_runtime_s", "dev_wer")
+FIELDS += ("wer", "cer", "wer_orthographic", "cer_orthographic")
 
 
-def overrides_of(name: str) -> list[str]:
-    """The `-S` values of variant `name`: the scratch recipe at STEPS steps, with the variant's own on top."""
-    values = {**SCRATCH, "train.max_steps": str(STEPS)}
-    values |= dict(override.split("=", 1) for override in VARIANTS[name])
-    return [f"{key}={value}" for key, value in values.items()]
+def experiment_name(variant: str, seed: int) -> str:
+    return f"study-{variant}-s{seed}"
 
 
-def queue_commands() -> list[list[str]]:
+def overrides_of(variant: str, seed: int) -> list[str]:
+    """The `-S` values of one run: the variant's changes, and its seed."""
+    return [*VARIANTS[variant][1], f"train.seed={seed}"]
+
+
+def run_command(variant: str, seed: int) -> list[str]:
+    sets = [arg for override in overrides_of(variant, seed) for arg in ("-S", override)]
+    return ["dvc", "exp", "run", "--temp", "--name", experiment_name(variant, seed), *sets, "evaluate"]
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+
+def experiment_refs() -> dict[str, str]:
+    """Experiment name -> its newest git ref (`refs/exps/<baseline>/<name>`), over every baseline commit."""
+    refs: dict[str, str] = {}
+    for ref in git("for-each-ref", "--sort=committerdate", "--format=%(refname)", "refs/exps/").split():
+        refs[ref.rsplit("/", 1)[-1]] = ref  # sorted oldest first: the newest of a name wins
+    return refs
+
+
+def row_of(variant: str, seed: int, ref: str) -> dict:
+    """The results of one finished experiment, read from its commit."""
+
+    def file(path: str) -> str:
+        return git("show", f"{ref}:{path}")
+
+    evaluation = json.loads(file("metrics/eval.json"))
+    trained = json.loads(file("dvclive/metrics.json"))
+    dev = [float(line.split("\t")[1]) for line in file("dvclive/plots/metrics/eval/wer.tsv").splitlines()[1:]]
+    prepared = json.loads(file("reports/prepare.json"))
+    return {
+        "variant": variant,
+        "seed": seed,
+        "experiment": experiment_name(variant, seed),
+        "baseline": ref.split("/")[2] + ref.split("/")[3][:5],  # refs/exps/ab/cdef.../name: the commit it ran on
+        "train_hours": prepared["splits"]["train"]["hours"],
+        "train_runtime_s": round(trained["train"]["runtime"], 1),
+        "dev_wer": round(min(dev), 4),  # the best checkpoint's: the one kept as the final model
+        **{key: evaluation[key] for key in ("wer", "cer", "wer_orthographic", "cer_orthographic")},
+    }
+
+
+def collect(refs: dict[str, str]) -> list[dict]:
     return [
-        ["dvc", "exp", "run", "--queue", "--name", name] + [arg for o in overrides_of(name) for arg in ("-S", o)]
-        for name in VARIANTS
+        row_of(variant, seed, refs[experiment_name(variant, seed)])
+        for variant in VARIANTS
+        for seed in SEEDS
+        if experiment_name(variant, seed) in refs
     ]
 
 
-def table_command() -> list[str]:
-    keep = f"^({COLUMNS})$"
-    return [
-        "dvc",
-        "exp",
-        "show",
-        "--md",
-        "--no-pager",
-        "--hide-queued",
-        "--drop",
-        ".*",
-        "--keep",
-        keep,
-        "--precision",
-        "3",
+def write_results(rows: list[dict], path: Path = RESULTS) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, FIELDS, delimiter="\t", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(out.getvalue(), encoding="utf-8")
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise SystemExit(f"study: {path} does not exist: run `svwhisper study run` first")
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if rows and set(FIELDS) - set(rows[0]):
+        raise SystemExit(f"study: {path} lacks the columns {sorted(set(FIELDS) - set(rows[0]))}")
+    for line, row in enumerate(rows, start=2):
+        if row["variant"] not in VARIANTS:
+            raise SystemExit(f"study: {path}:{line}: unknown variant {row['variant']!r}")
+        try:
+            for key in FIELDS[4:]:
+                row[key] = float(row[key])
+        except ValueError:
+            raise SystemExit(f"study: {path}:{line}: {key} is not a number: {row[key]!r}") from None
+    return rows
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per variant (in VARIANTS order): runs, and mean and range of each measure over its seeds."""
+    out = []
+    for variant in VARIANTS:
+        runs = [r for r in rows if r["variant"] == variant]
+        if not runs:
+            continue
+        stats = {"variant": variant, "runs": len(runs)}
+        for key in ("train_hours", "train_runtime_s", "dev_wer", "wer", "cer", "wer_orthographic"):
+            values = [r[key] for r in runs]
+            stats[key] = (statistics.fmean(values), min(values), max(values))
+        out.append(stats)
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    """The study table: mean, and min-max over the seeds where there are two or more."""
+    stats = summary(rows)
+    base = next((s["wer"][0] for s in stats if s["variant"] == "baseline"), None)
+
+    def shown(value: tuple, digits: int = 3) -> str:
+        mean, low, high = value
+        return f"{mean:.{digits}f}" if low == high else f"{mean:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+    lines = [
+        "| variant | what changes | runs | train h | train s | dev WER | test WER | vs base | test CER | WER orth. |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for s in stats:
+        delta = "" if base is None or s["variant"] == "baseline" else f"{s['wer'][0] - base:+.3f}"
+        lines.append(
+            f"| {s['variant']} | {VARIANTS[s['variant']][0]} | {s['runs']} | {s['train_hours'][0]:.2f} "
+            f"| {s['train_runtime_s'][0]:.0f} | {shown(s['dev_wer'])} | {shown(s['wer'])} | {delta} "
+            f"| {shown(s['cer'])} | {shown(s['wer_orthographic'])} |"
+        )
+    return "\n".join(lines)
+
+
+def plan(only: list[str]) -> list[tuple[str, int]]:
+    unknown = sorted(set(only) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"study: unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    # every variant's first seed before any second seed: a study cut short has one run of each
+    return [(v, seed) for seed in SEEDS for v in VARIANTS if not only or v in only]
+
+
+def run(only: list[str], results: Path) -> int:
+    failed = []
+    for variant, seed in plan(only):
+        name = experiment_name(variant, seed)
+        if name in experiment_refs():
+            print(f"study: {name} done already")
+            continue
+        print(f"study: running {name}: {' '.join(overrides_of(variant, seed))}", flush=True)
+        if subprocess.run(run_command(variant, seed)).returncode:
+            failed.append(name)
+            print(f"study: {name} FAILED (see the output above); going on with the next", flush=True)
+            continue
+        write_results(collect(experiment_refs()), results)  # a run's row is kept as soon as it finishes
+    write_results(collect(experiment_refs()), results)
+    print(f"study: results in {results}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("run", "table"))
-    args, extra = parser.parse_known_args()  # table: more `dvc exp show` options, e.g. --rev <commit the runs used>
-    if args.action == "table":
-        sys.exit(subprocess.run([*table_command(), *extra]).returncode)
-    for cmd in queue_commands():
-        subprocess.run(cmd, check=True)
-    sys.exit(subprocess.run([sys.executable, "-m", "svwhisper.dvc_queue"]).returncode)
+    parser.add_argument("action", choices=("run", "table", "plan"))
+    parser.add_argument("--only", nargs="+", default=[], metavar="VARIANT", help="these variants only")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the study's results file (TSV)")
+    args = parser.parse_args()
+    if args.action == "plan":
+        for variant, seed in plan(args.only):
+            print(" ".join(run_command(variant, seed)))
+    elif args.action == "table":
+        print(markdown(read_results(args.results)))
+    else:
+        sys.exit(run(args.only, args.results))
 
 
 if __name__ == "__main__":

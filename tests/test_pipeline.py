@@ -36,6 +36,12 @@ def test_repro_writes_every_out_and_leaves_a_clean_status(tiny_repo):
     expected = {"wer", "cer", "wer_orthographic", "n_utterances", "hours", "decoding", "fell_back"}
     assert expected <= metrics.keys()
     assert metrics["n_utterances"] == 8 and metrics["hours"] > 0
+    # the error analysis: the test clips' speakers (client_id of the prepared split), their lengths, the worst
+    errors = json.loads((tiny_repo / "reports/errors.json").read_text())
+    test = pd.read_parquet(tiny_repo / "data/prepared/test.parquet", columns=["id", "client_id"])
+    assert sorted(s["speaker"] for s in errors["by_speaker"]) == sorted({c[:8] for c in test["client_id"]})
+    assert sum(s["clips"] for s in errors["by_speaker"]) == sum(b["clips"] for b in errors["by_length"]) == 8
+    assert {w["id"] for w in errors["worst"]} <= set(test["id"]) and len(errors["worst"]) == 8
     # Whisper as released at its 30 s window beside it, by faster-whisper and by our decoder (one clip in tests)
     peers = json.loads((tiny_repo / "metrics/peers.json").read_text())
     assert (peers["model"], peers["window_s"], peers["n_utterances"]) == ("packaged:openai/whisper-base", 30, 1)

@@ -90,6 +90,7 @@ def test_prepare_split_keeps_good_clips_and_counts_every_drop_reason(tmp_path):
         "too_short": 1,
         "too_long": 1,
         "chars_per_second": 2,
+        "outside_subset": 0,
     }
     assert report["dropped_examples"]["missing_clip"] == [str(source / "clips" / "missing.mp3")]
     assert report["dropped_examples"]["malformed_row"] == [

@@ -2,7 +2,9 @@
 
     svwhisper study run                 # run every variant x seed not run yet, one `dvc exp run --temp` each
     svwhisper study run --only lr-3x cosine       # some variants (their missing seeds)
+    svwhisper study run --runs 4        # at most 4 runs this time (0: only collect finished experiments' rows)
     svwhisper study table               # mean and spread per variant, from reports/study.tsv
+    svwhisper study plot                # the learning curve: reports/learning_curve.{tsv,png} (`dvc plots show`)
     svwhisper study plan                # the runs and their -S overrides, without running anything
 
 Every variant is the default pipeline (params.yaml: Whisper base, 4 s window, 120 steps) with one thing changed,
@@ -23,6 +25,8 @@ import sys
 from pathlib import Path
 
 RESULTS = Path("reports/study.tsv")
+CURVE = Path("reports/learning_curve.tsv")  # declared in dvc.yaml's plots: `dvc plots show` draws it
+LEARNING_CURVE = ("data-25", "data-50", "baseline")  # the same recipe on a growing share of the training clips
 SEEDS = (42, 43)
 MODEL_CENTRIC = {
     "baseline": ("the default recipe", []),
@@ -186,6 +190,48 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def learning_curve(rows: list[dict]) -> list[dict]:
+    """One point a run of LEARNING_CURVE: training hours against test WER and CER, fewest hours first."""
+    points = [
+        {key: r[key] for key in ("variant", "seed", "train_hours", "wer", "cer")}
+        for r in rows
+        if r["variant"] in LEARNING_CURVE
+    ]
+    return sorted(points, key=lambda p: (p["train_hours"], p["seed"]))
+
+
+def plot(rows: list[dict], tsv: Path = CURVE) -> Path:
+    """Writes the learning curve's points to `tsv` and draws them (each run, and the mean over seeds) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: a file
+    import matplotlib.pyplot as plt
+
+    points = learning_curve(rows)
+    if not points:
+        raise SystemExit(f"study: no runs of {', '.join(LEARNING_CURVE)} yet: nothing to plot")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, list(points[0]), delimiter="\t", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(points)
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    tsv.write_text(out.getvalue(), encoding="utf-8")
+    means = summary([r for r in rows if r["variant"] in LEARNING_CURVE])
+    means.sort(key=lambda s: s["train_hours"][0])
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    axes.plot([p["train_hours"] for p in points], [p["wer"] for p in points], "o", alpha=0.5, label="one run")
+    axes.plot([m["train_hours"][0] for m in means], [m["wer"][0] for m in means], "-", label="mean over seeds")
+    axes.set(xlabel="training audio (hours)", ylabel="test WER", title="Whisper base, 120 steps, by training data")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    png = tsv.with_suffix(".png")
+    figure.savefig(png)
+    plt.close(figure)
+    return png
+
+
 def plan(only: list[str]) -> list[tuple[str, int]]:
     unknown = sorted(set(only) - set(VARIANTS))
     if unknown:
@@ -194,13 +240,17 @@ def plan(only: list[str]) -> list[tuple[str, int]]:
     return [(v, seed) for seed in SEEDS for v in VARIANTS if not only or v in only]
 
 
-def run(only: list[str], results: Path) -> int:
-    failed = []
+def run(only: list[str], results: Path, runs: int | None = None) -> int:
+    failed, started = [], 0
     for variant, seed in plan(only):
         name = experiment_name(variant, seed)
         if name in experiment_refs():
             print(f"study: {name} done already")
             continue
+        if runs is not None and started >= runs:
+            print(f"study: {runs} run(s) done this time; `svwhisper study run` goes on with {name}")
+            break
+        started += 1
         print(f"study: running {name}: {' '.join(overrides_of(variant, seed))}", flush=True)
         if subprocess.run(run_command(variant, seed)).returncode:
             failed.append(name)
@@ -214,17 +264,20 @@ def run(only: list[str], results: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("run", "table", "plan"))
+    parser.add_argument("action", choices=("run", "table", "plot", "plan"))
     parser.add_argument("--only", nargs="+", default=[], metavar="VARIANT", help="these variants only")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the study's results file (TSV)")
+    parser.add_argument("--runs", type=int, default=None, help="run at most this many, then stop (0: collect only)")
     args = parser.parse_args()
     if args.action == "plan":
         for variant, seed in plan(args.only):
             print(" ".join(run_command(variant, seed)))
     elif args.action == "table":
         print(markdown(read_results(args.results)))
+    elif args.action == "plot":
+        print(f"study: {plot(read_results(args.results))} and {CURVE}")
     else:
-        sys.exit(run(args.only, args.results))
+        sys.exit(run(args.only, args.results, args.runs))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@ A corpus WER hides whether a few voices or the long sentences carry the errors. 
 rates over the group's clips (its word errors over its reference words), on normalised text as `wer` is.
 """
 
-import jiwer
 import pandas as pd
 
-from svwhisper.metrics import error_rates
+from svwhisper.metrics import error_rates, word_errors
 from svwhisper.text import normalize
 
 LENGTH_BINS = ((1, 3), (4, 6), (7, 9), (10, None))  # reference words (normalised), inclusive
@@ -39,15 +38,9 @@ def error_analysis(clips: pd.DataFrame) -> dict:
     by_speaker lists every speaker ("" = unknown) by WER; by_length the LENGTH_BINS in order; worst the
     WORST clips by WER (ties: more errors first), each with its reference and hypothesis as written.
     """
-    references = [normalize(r) for r in clips["reference"]]
-    hypotheses = [normalize(h) for h in clips["hypothesis"]]
-    per_clip = [jiwer.process_words(r, h) if r else None for r, h in zip(references, hypotheses, strict=True)]
     clips = clips.assign(
-        words=[len(r.split()) for r in references],
-        errors=[
-            (o.substitutions + o.deletions + o.insertions) if o else len(h.split())
-            for o, h in zip(per_clip, hypotheses, strict=True)
-        ],
+        words=[len(normalize(r).split()) for r in clips["reference"]],
+        errors=[word_errors(r, h) for r, h in zip(clips["reference"], clips["hypothesis"], strict=True)],
     )
     clips = clips.assign(clip_wer=clips["errors"] / clips["words"].clip(lower=1))
     by_speaker = [

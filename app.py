@@ -2,7 +2,8 @@
 
     python app.py                              # what dvc repro / dvc pull produced, on 127.0.0.1:7860
     python app.py --backend ctranslate2        # the int8 export (models/ct2): faster on a CPU
-    python app.py --model-dir models/base --port 8000 --host 0.0.0.0
+    python app.py --model you/svwhisper-small-sv   # a published model, by its Hub id (owner/name[@revision])
+    python app.py --model models/base --port 8000 --host 0.0.0.0
 
 `transcribe(audio)` is the whole logic and never raises on bad input: it returns a Result whose
 `message` says what was wrong. The page only wires it to the widgets.
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_mono_16k
-from svwhisper.backend import default_model_dir, missing_model
+from svwhisper.backend import default_model_dir
+from svwhisper.hub import Model, ModelError, looks_like_path, resolve
 from svwhisper.longform import Segment, to_json, to_srt, to_vtt
 from svwhisper.paramfile import load_params
 from svwhisper.params import BACKENDS, AppParams, Paths
@@ -43,6 +45,17 @@ class Result:
 def cached_backend(backend: str, model_dir: str):
     """The backend over `model_dir`, loaded once per process."""
     return load_backend(backend, model_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def served_model(spec: str, backend: str) -> Model:
+    """The model `spec` names (a folder or a Hub id, see svwhisper.hub), looked up once per process."""
+    return resolve(spec, backend)
+
+
+def model_spec(params: AppParams) -> str:
+    """What the page serves: `app.model`, else the pipeline's own model for the backend."""
+    return params.model or default_model_dir(params.backend, load_params(Paths, "paths"))
 
 
 def to_samples(audio, params: AppParams) -> np.ndarray:
@@ -83,19 +96,21 @@ def spoken_length(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def transcribe(audio, model_dir: str | None = None, params: AppParams | None = None, progress=None) -> Result:
-    """Transcribe `audio` (see to_samples) with the model in `model_dir`; bad input gives a Result with a message."""
+def transcribe(audio, model: Model | str | None = None, params: AppParams | None = None, progress=None) -> Result:
+    """Transcribe `audio` (see to_samples) with `model` (a Model, a folder or a Hub id; default `model_spec`); bad
+    input gives a Result with a message."""
     params = params or load_params(AppParams, "app")
-    model_dir = model_dir or default_model_dir(params.backend, load_params(Paths, "paths"))
     try:
         samples = to_samples(audio, params)
     except AudioError as err:
         return Result(message=str(err))
     if max(samples.max(), -samples.min()) < SILENCE_PEAK:  # no |samples| copy: a 3 h recording is 690 MB
         return Result(message="the recording is silent")
-    if problem := missing_model(model_dir, params.backend):
-        return Result(message=problem)
-    backend = cached_backend(params.backend, str(model_dir))
+    try:
+        model = model if isinstance(model, Model) else served_model(str(model or model_spec(params)), params.backend)
+    except ModelError as err:
+        return Result(message=str(err))
+    backend = cached_backend(params.backend, str(model.path))
     segments = transcribe_samples(samples, backend, params.batch_size, progress, params.decoding, params.chunker)
     if not segments:
         return Result(message="no speech recognised in the recording")
@@ -209,10 +224,20 @@ async def _plain(send, status: int, text: str, headers: list | None = None) -> N
 CACHE_CLEANUP = (600, 3600)  # Gradio deletes its cached uploads and results older than 1 h, checking every 10 min
 
 
-def build_demo(model_dir: str, params: AppParams, delete_cache: tuple[float, float] = CACHE_CLEANUP):
-    """The page; one request at a time on the one loaded model, up to 16 waiting, and no way around the queue
-    (api_open=False: Gradio's direct routes /run/<name> and /api/<name> are refused)."""
+def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float, float] = CACHE_CLEANUP):
+    """The page serving `model` (a Model, or a folder or Hub id to resolve); one request at a time on the one loaded
+    model, up to 16 waiting, and no way around the queue (api_open=False: Gradio's direct routes /run/<name> and
+    /api/<name> are refused)."""
     import gradio as gr
+
+    if isinstance(model, Model):
+        label = model.label
+    else:
+        try:
+            model = served_model(str(model), params.backend)
+            label = model.label
+        except ModelError:  # then each request says what is missing (see transcribe); the heading no server path
+            label = Path(model).name if looks_like_path(str(model)) else str(model)
 
     outputs = OutputDirs(max_age_s=delete_cache[1])  # (check every, remove older than) seconds, as Gradio's
     stop_sweeping = outputs.sweep_every(delete_cache[0])
@@ -223,12 +248,12 @@ def build_demo(model_dir: str, params: AppParams, delete_cache: tuple[float, flo
         def report(done: int, total: int) -> None:
             progress(done / total, desc=f"{done} of {total} chunks")
 
-        result = transcribe(audio, model_dir, params, report)
+        result = transcribe(audio, model, params, report)
         return page_outputs(result, outputs.new())
 
     with gr.Blocks(title="svwhisper: Swedish speech recognition", delete_cache=delete_cache) as demo:
         gr.Markdown(
-            f"# svwhisper\nSwedish speech to text with `{Path(model_dir).name}` ({params.backend}). Recordings of "
+            f"# svwhisper\nSwedish speech to text with `{label}` ({params.backend}). Recordings of "
             f"any length up to {spoken_length(params.max_duration_s)}: wav, mp3, flac, ogg, m4a, webm."
         )
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Swedish speech")
@@ -250,16 +275,23 @@ def main() -> None:
     params = load_params(AppParams, "app")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=BACKENDS, default=params.backend)
-    parser.add_argument("--model-dir", help="default: paths.final_model, or paths.exported for ctranslate2")
+    parser.add_argument(
+        "--model",
+        "--model-dir",
+        default=params.model,
+        help="a model folder or a Hub id (owner/name[@revision]); default: app.model, else paths.final_model "
+        "(paths.exported for ctranslate2)",
+    )
     parser.add_argument("--host", default=params.host, help="127.0.0.1 by default; 0.0.0.0 exposes the page")
     parser.add_argument("--port", type=int, default=params.port)
     args = parser.parse_args()
-    params = dataclasses.replace(params, backend=args.backend)
-    model_dir = args.model_dir or default_model_dir(args.backend, load_params(Paths, "paths"))
-    if problem := missing_model(model_dir, args.backend):
-        raise SystemExit(problem)
-    cached_backend(args.backend, model_dir)  # load before serving, so the first request is not slow
-    build_demo(model_dir, params).launch(**launch_options(params, args.host, args.port))
+    params = dataclasses.replace(params, backend=args.backend, model=args.model or "")
+    try:
+        model = served_model(model_spec(params), args.backend)
+    except ModelError as err:
+        raise SystemExit(f"app: {err}") from None
+    cached_backend(args.backend, str(model.path))  # load before serving, so the first request is not slow
+    build_demo(model, params).launch(**launch_options(params, args.host, args.port))
 
 
 def launch_options(params: AppParams, host: str, port: int) -> dict:

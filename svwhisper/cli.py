@@ -3,6 +3,7 @@
     svwhisper transcribe lecture.m4a --srt lecture.srt     # = python -m svwhisper.transcribe ...
     svwhisper remote check | push | pull
     svwhisper publish you/svwhisper-small-sv --dry-run out/
+    svwhisper space you/svwhisper-demo --model you/svwhisper-small-sv --dry-run space/
     svwhisper study | preset | queue
 
 Each subcommand is the `main()` of its module, with the rest of the command line; `svwhisper <command> -h`
@@ -16,6 +17,7 @@ COMMANDS = {
     "transcribe": ("svwhisper.transcribe", "transcribe recordings of any length; SRT, WebVTT, JSON with word times"),
     "remote": ("svwhisper.remote", "check the DVC remote, push, or pull the model and this run's checkpoints"),
     "publish": ("svwhisper.publish", "publish the final model with a model card to the Hugging Face Hub"),
+    "space": ("svwhisper.space", "deploy the page as a Hugging Face Space serving a published model"),
     "study": ("svwhisper.study", "run the improvement study's experiments, or print its table"),
     "preset": ("svwhisper.preset", "run a preset (e.g. whisper-small on Common Voice) as a dvc experiment"),
     "queue": ("svwhisper.dvc_queue", "run queued experiments and exit 1 naming any that failed"),

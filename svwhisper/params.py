@@ -372,6 +372,7 @@ class AppParams:
     host: str = "127.0.0.1"
     port: int = 7860
     backend: str = "transformers"
+    model: str = ""  # a folder or a Hub id (owner/name[@revision]); "" = paths.final_model (paths.exported for ct2)
     max_duration_s: float = 3 * 3600.0
     max_file_mb: float = 500.0
     max_upload_storage_mb: float = 2000.0

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from svwhisper import whisper_base
+from svwhisper.hub import CT2_FILES, CT2_SUBFOLDER, is_repo_id
 from svwhisper.model_files import SAVED_MODEL, missing_groups
 from svwhisper.params import PublishParams
 
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 SAMPLE_CORPUS = "data/sample"  # sources under it are the shipped synthetic corpus: the model is a demo
 CARD_TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 
@@ -159,9 +159,9 @@ def result_rows(metrics: dict, dev: dict, peers: dict) -> list[tuple[str, str]]:
     ]
 
 
-def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str:
-    """The model card (YAML metadata + Markdown, templates/model_card.md) of `model_dir`, from the pipeline's files
-    in `repo`."""
+def build_card(repo: Path, model_dir: Path, params: PublishParams, paths, repo_id: str) -> str:
+    """The model card (YAML metadata + Markdown, templates/model_card.md) of `model_dir`, published as `repo_id`, from
+    the pipeline's files in `repo`."""
     from huggingface_hub import ModelCard, ModelCardData
 
     lock_path = repo / "dvc.lock"
@@ -195,6 +195,9 @@ def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str
         data,
         template_path=str(CARD_TEMPLATE),
         model_name=data.model_name,
+        repo_id=repo_id,
+        ct2_folder=CT2_SUBFOLDER,
+        window_s=model.get("chunk_length_s", 30),
         project=f"[svwhisper]({origin})" if origin else "svwhisper",
         origin_line=origin_line,
         demo=demo,
@@ -214,35 +217,48 @@ def build_card(repo: Path, model_dir: Path, params: PublishParams, paths) -> str
     return str(card)
 
 
-def check_model(model_dir: Path) -> None:
+def check_model(model_dir: Path, export_dir: Path) -> None:
     if missing_groups(model_dir, "transformers")[0]:
         raise PublishError(
             f"no model in {model_dir} (weights, config, tokenizer and processor files): run `make repro` (builds "
             f"it) or `dvc pull` (fetches it)"
+        )
+    if missing := missing_groups(export_dir, "ctranslate2")[0]:
+        raise PublishError(
+            f"no complete CTranslate2 export in {export_dir} (no {', '.join(missing)}): run `dvc repro export` (or "
+            f"`dvc pull export`)"
         )
 
 
 def check_current(repo: Path, paths) -> None:
     """Refuse when the model or metrics on disk differ from what dvc.lock records: the card would not fit them."""
     done = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", "train", "evaluate", "--json"], cwd=repo, capture_output=True, text=True
+        [sys.executable, "-m", "dvc", "status", "train", "evaluate", "export", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         raise PublishError(f"`dvc status` failed: {done.stderr.strip()[-500:]}")
     if json.loads(done.stdout or "{}"):
         raise PublishError(
-            f"{paths.final_model} or {paths.metrics} is not what dvc.lock records (dvc status: {done.stdout.strip()}):"
-            f" run `dvc repro` first, so that the card describes the model it ships"
+            f"{paths.final_model}, {paths.exported} or {paths.metrics} is not what dvc.lock records (dvc status: "
+            f"{done.stdout.strip()}): run `dvc repro` first, so that the card describes the model it ships"
         )
 
 
-def write_folder(repo: Path, model_dir: Path, out: Path, params: PublishParams, paths) -> Path:
-    """The exact folder to upload: the model's weights (safetensors), processor files, generation config, card."""
-    card = build_card(repo, model_dir, params, paths)
+def write_folder(repo: Path, model_dir: Path, out: Path, params: PublishParams, paths, repo_id: str) -> Path:
+    """The exact folder to upload: the model's weights (safetensors), processor files, generation config and card
+    at its root; the CTranslate2 int8 export (model.bin, vocabulary, the same processor files) in `ctranslate2/`."""
+    card = build_card(repo, model_dir, params, paths, repo_id)
     out.mkdir(parents=True, exist_ok=True)
     for name in SAVED_MODEL:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, out / name)
+    (out / CT2_SUBFOLDER).mkdir(exist_ok=True)
+    for name in CT2_FILES:
+        if (repo / paths.exported / name).is_file():
+            shutil.copy2(repo / paths.exported / name, out / CT2_SUBFOLDER / name)
     (out / "README.md").write_text(card, encoding="utf-8")
     return out
 
@@ -277,18 +293,18 @@ def publish(repo: Path, repo_id: str, dry_run: Path | None, private: bool = Fals
     from svwhisper.paramfile import load_params
     from svwhisper.params import Paths
 
-    if not REPO_ID.match(repo_id):
+    if not is_repo_id(repo_id):
         raise PublishError(f"the Hub repo must be owner/name (e.g. you/svwhisper-small-sv), got {repo_id!r}")
     paths = load_params(Paths, "paths", repo / "params.yaml")
     params = load_params(PublishParams, "publish", repo / "params.yaml")
     model_dir = repo / paths.final_model
-    check_model(model_dir)
+    check_model(model_dir, repo / paths.exported)
     check_current(repo, paths)
     if dry_run is not None:
-        return write_folder(repo, model_dir, dry_run, params, paths)
+        return write_folder(repo, model_dir, dry_run, params, paths, repo_id)
     token = hub_token()  # before any work: no token, no folder
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_folder(repo, model_dir, Path(tmp) / "upload", params, paths)
+        folder = write_folder(repo, model_dir, Path(tmp) / "upload", params, paths, repo_id)
         commit = git(repo, "rev-parse", "--short", "HEAD")
         message = f"{params.commit_message} ({commit})" if commit else params.commit_message
         return upload(folder, repo_id, private, message, token)

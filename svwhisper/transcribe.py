@@ -3,6 +3,7 @@
     python -m svwhisper.transcribe lecture.m4a --srt lecture.srt --vtt lecture.vtt --json lecture.json
     python -m svwhisper.transcribe clip.wav --backend ctranslate2      # the int8 export (models/ct2)
     python -m svwhisper.transcribe talk.mp3 --srt talk.srt --words-per-cue 7 --beam-size 1
+    python -m svwhisper.transcribe clip.wav --model you/svwhisper-small-sv   # a published model, by its Hub id
 
 Backends: `transformers` (the `save_pretrained` dir of the train stage) and `ctranslate2` (the
 export stage's int8 conversion, same processor), both Swedish/transcribe. Speech is found with
@@ -21,6 +22,7 @@ import numpy as np
 from svwhisper.audio import SAMPLE_RATE, load_audio
 from svwhisper.backend import Backend, default_model_dir, missing_model
 from svwhisper.decoding import DecodeOptions, Hypothesis, add_flags, decode_clips, from_flags
+from svwhisper.hub import ModelError, resolve
 from svwhisper.longform import Segment, segments_of, speech_chunks, to_json, to_srt, to_vtt
 from svwhisper.params import BACKENDS, CHUNKERS, AppParams
 from svwhisper.timing import Word
@@ -93,7 +95,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("audio", type=Path, help="any file libsndfile or FFmpeg can decode")
     parser.add_argument("--backend", choices=BACKENDS, default=app.backend)
-    parser.add_argument("--model-dir", help="default: paths.final_model, or paths.exported for ctranslate2")
+    parser.add_argument(
+        "--model",
+        "--model-dir",
+        help="a model folder or a Hub id (owner/name[@revision]); default: paths.final_model (paths.exported for "
+        "ctranslate2)",
+    )
     parser.add_argument("--srt", type=Path, help="write SubRip subtitles here")
     parser.add_argument("--vtt", type=Path, help="write WebVTT subtitles here")
     parser.add_argument("--json", type=Path, help="write the segments with every word's start and end here")
@@ -102,17 +109,17 @@ def main() -> None:
     parser.add_argument("--chunker", choices=CHUNKERS, default=app.chunker)
     add_flags(parser, app.decoding)
     args = parser.parse_args()
-    if args.model_dir is None:
+    if args.model is None:
         from svwhisper.paramfile import load_params
         from svwhisper.params import Paths
 
-        args.model_dir = default_model_dir(args.backend, load_params(Paths, "paths"))
+        args.model = default_model_dir(args.backend, load_params(Paths, "paths"))
     try:
         options = from_flags(args)
-        backend = load_backend(args.backend, args.model_dir)
+        backend = load_backend(args.backend, resolve(args.model, args.backend).path)
         samples = load_audio(args.audio)
         segments = transcribe_samples(samples, backend, args.batch_size, options=options, chunker=args.chunker)
-    except (FileNotFoundError, ValueError) as err:  # AudioError is a ValueError
+    except (FileNotFoundError, ValueError, ModelError) as err:  # AudioError is a ValueError
         sys.exit(f"transcribe: {err}")
     for segment in segments:
         timed = " ".join(f"{w.text}[{w.start_s:.2f}-{w.end_s:.2f}]" for w in segment.words)

@@ -155,3 +155,69 @@ def memorised(tiny_repo) -> list[tuple[Path, str]]:
         (tiny_repo / "data/sample/sv-SE/clips" / f"{i}.mp3", s)
         for i, s in zip(train["id"], train["sentence"], strict=True)
     ]
+
+
+def lay_into_hub_cache(folder: Path, cache: Path, repo_id: str, revision: str = "main") -> str:
+    """Put `folder` into the Hugging Face cache `cache` (HF_HUB_CACHE) as huggingface_hub lays a download of
+    `repo_id`: `models--owner--name/blobs/<etag>` (sha256 for LFS files, the git blob sha1 for the rest),
+    `snapshots/<commit>/<path>` symlinks to them, `refs/<revision>` holding the commit. The commit."""
+    import hashlib
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    commit = hashlib.sha1(b"".join(p.relative_to(folder).as_posix().encode() + p.read_bytes() for p in files))
+    storage = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = storage / "snapshots" / commit.hexdigest()
+    for path in files:
+        data = path.read_bytes()
+        lfs = path.suffix in (".safetensors", ".bin") or len(data) > 10_000_000
+        etag = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        blob = storage / "blobs" / etag
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / path.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (storage / "refs").mkdir(parents=True, exist_ok=True)
+    (storage / "refs" / revision).write_text(commit.hexdigest())
+    return commit.hexdigest()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NO_BROWSER = CHROMIUM is None and os.environ.get("SVWHISPER_SKIP_BROWSER") == "1"  # skip only when asked to
+
+
+def transcribe_in_chromium(url: str, clip: Path, out_dir: Path) -> tuple[str, str, str]:
+    """Open the page at `url` in headless Chromium, upload `clip`, press Transcribe, download the SRT:
+    (the transcript box, the SRT's text, the page's heading)."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    assert CHROMIUM, (
+        "chromium is missing: `make test` installs it as root (apt-get install chromium); "
+        "SVWHISPER_SKIP_BROWSER=1 skips this test on purpose"
+    )
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1100})
+            page.goto(url)
+            with page.expect_response(re.compile(r"/upload")) as uploaded:  # Gradio posts the file, then shows it
+                page.locator("input[type=file]").first.set_input_files(str(clip))
+            assert uploaded.value.ok
+            expect(page.get_by_role("button", name="Clear")).to_be_visible()
+            page.wait_for_timeout(500)  # the component's value is set just after the upload answers
+            page.get_by_role("button", name="Transcribe").click()
+            transcript = page.locator("#transcript textarea")
+            expect(transcript).not_to_have_value("", timeout=60_000)
+            shown = transcript.input_value()
+            with page.expect_download() as download:
+                page.locator("#srt a").first.click()
+            srt = out_dir / "downloaded.srt"
+            download.value.save_as(srt)
+            heading = page.locator("h1").first.locator("xpath=..").inner_text()
+            page.screenshot(path=str(out_dir / "app.png"), full_page=True)
+        finally:
+            browser.close()
+    return shown, srt.read_text(encoding="utf-8"), heading

@@ -38,7 +38,7 @@ def long_recording(memorised, repeats: int, path) -> list[str]:
 
 def test_transcribe_a_file_path(model_dir, memorised):
     clip, sentence = memorised[0]
-    result = app.transcribe(str(clip), model_dir=model_dir, params=app.AppParams())
+    result = app.transcribe(str(clip), model=model_dir, params=app.AppParams())
     assert result.message == "" and clip_cer(sentence, result.text) <= MAX_CLIP_CER, result
     assert len(result.segments) == 1 and 0 <= result.segments[0].start_s < result.segments[0].end_s
 
@@ -50,7 +50,7 @@ def test_other_formats_at_44k_stereo_decode_to_the_same_words(model_dir, memoris
     clip, sentence = memorised[1]
     out = tmp_path / f"stereo{suffix}"
     encode_stereo_44k(clip, out, codec)
-    result = app.transcribe(str(out), model_dir=model_dir, params=app.AppParams())
+    result = app.transcribe(str(out), model=model_dir, params=app.AppParams())
     assert clip_cer(sentence, result.text) <= MAX_CLIP_CER, result
 
 
@@ -82,7 +82,7 @@ def test_transcribe_a_microphone_tuple_at_44k_stereo(model_dir, memorised):
     # the memorised model answers with its clip only when speech starts where it did in training: the energy
     # chunker's margins keep that through the linear-interpolation round trip (speech detection: test_pretrained)
     params = app.AppParams(chunker="energy")
-    result = app.transcribe((44100, stereo), model_dir=model_dir, params=params)
+    result = app.transcribe((44100, stereo), model=model_dir, params=params)
     assert clip_cer(sentence, result.text) <= MAX_CLIP_CER, result
 
 
@@ -107,15 +107,15 @@ def test_every_bad_input_gets_a_message_and_the_next_request_works(model_dir, me
         ((16000, np.zeros(0, dtype=np.int16)), "no samples"),
     ]
     for audio, message in cases:
-        result = app.transcribe(audio, model_dir=model_dir, params=limits)
+        result = app.transcribe(audio, model=model_dir, params=limits)
         assert message in result.message and not result.text, (audio, result)
         assert str(tmp_path) not in result.message  # the file's name, never where the server keeps it
         text, rows, srt, vtt, words = app.page_outputs(result, tmp_path / "page")
         assert text.startswith("⚠️") and "Traceback" not in text and srt is None
     clip, sentence = memorised[3]
-    no_model = app.transcribe(str(clip), model_dir=str(tmp_path / "no_model"), params=limits)
+    no_model = app.transcribe(str(clip), model=str(tmp_path / "no_model"), params=limits)
     assert "make repro" in no_model.message
-    assert clip_cer(sentence, app.transcribe(str(clip), model_dir=model_dir, params=limits).text) <= MAX_CLIP_CER
+    assert clip_cer(sentence, app.transcribe(str(clip), model=model_dir, params=limits).text) <= MAX_CLIP_CER
 
 
 def test_a_long_recording_comes_back_in_order_with_timestamps(model_dir, memorised, tmp_path):

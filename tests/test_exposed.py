@@ -163,7 +163,7 @@ def test_playlists_and_file_lists_are_refused_and_never_read_the_files_they_name
     (uploads / name).write_text(PLAYLISTS[name].format(target=shown), encoding="utf-8")
     with pytest.raises(AudioError, match="not an audio file"):
         load_audio(uploads / name)
-    result = app.transcribe(str(uploads / name), model_dir=str(tmp_path / "no_model"), params=app.AppParams())
+    result = app.transcribe(str(uploads / name), model=str(tmp_path / "no_model"), params=app.AppParams())
     assert "not an audio file" in result.message and not result.text
     assert str(tmp_path) not in result.message
 
@@ -209,11 +209,11 @@ def test_nan_or_infinite_samples_are_refused_with_a_message(tmp_path):
         load_audio(tmp_path / "nan.wav")
     for chunker in ("vad", "energy"):
         params = app.AppParams(chunker=chunker)
-        from_file = app.transcribe(str(tmp_path / "nan.wav"), model_dir=str(tmp_path / "no_model"), params=params)
+        from_file = app.transcribe(str(tmp_path / "nan.wav"), model=str(tmp_path / "no_model"), params=params)
         assert "NaN or infinite" in from_file.message, chunker
     infinite = spoken.copy()
     infinite[SAMPLE_RATE] = np.inf
-    from_microphone = app.transcribe((SAMPLE_RATE, infinite), model_dir=str(tmp_path / "no_model"))
+    from_microphone = app.transcribe((SAMPLE_RATE, infinite), model=str(tmp_path / "no_model"))
     assert "NaN or infinite" in from_microphone.message
 
 

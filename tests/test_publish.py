@@ -54,8 +54,8 @@ def test_dry_run_folder_has_a_card_with_the_committed_metrics_and_loads_back(rep
     assert f"| train | {report['splits']['train']['kept']} |" in text
 
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["README.md", *(p.name for p in (repo / "models/final").iterdir() if p.name in SAVED_MODEL)]
-    )
+        ["README.md", "ctranslate2", *(p.name for p in (repo / "models/final").iterdir() if p.name in SAVED_MODEL)]
+    )  # the export in ctranslate2/: tests/test_space.py
     assert not list(folder.glob("*.bin")) and (folder / "model.safetensors").is_file()
     model = WhisperForConditionalGeneration.from_pretrained(folder)
     assert model.generation_config.language in ("sv", "<|sv|>")
@@ -135,6 +135,10 @@ def test_refusals_name_the_problem(repo, tmp_path, monkeypatch):
     with pytest.raises(publish.PublishError, match="not what dvc.lock records"):
         publish.publish(other, "someone/svwhisper-tiny", tmp_path / "z")
     assert not (tmp_path / "z").exists()
+    no_export = tmp_path / "no-export"
+    shutil.copytree(repo, no_export, symlinks=True, ignore=shutil.ignore_patterns("model.bin"))
+    with pytest.raises(publish.PublishError, match="no complete CTranslate2 export in .*models/ct2 .*model.bin"):
+        publish.publish(no_export, "someone/svwhisper-tiny", tmp_path / "w")
 
 
 def test_cli_dry_run_and_error_exit(repo, tmp_path):

@@ -172,7 +172,7 @@ def test_fresh_clone_pulls_and_serves_the_model_without_training(pushed, memoris
     clip, sentence = memorised[0]
     for backend, model in (("transformers", "models/final"), ("ctranslate2", "models/ct2")):
         params = app.AppParams(backend=backend)
-        text = app.transcribe(str(clip), model_dir=str(repo_b / model), params=params).text
+        text = app.transcribe(str(clip), model=str(repo_b / model), params=params).text
         # a bound, not the exact string: int8 kernels differ by CPU, and a tiny model may swap a word on some
         assert error_rates([normalize(sentence)], [text])["cer"] <= 0.2, (backend, text, sentence)
 

@@ -236,7 +236,7 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
         try:
             model = served_model(str(model), params.backend)
             label = model.label
-        except ModelError:  # then each request says what is missing (see transcribe); the heading no server path
+        except ModelError:  # each request then says what is missing (see transcribe); never a server path
             label = Path(model).name if looks_like_path(str(model)) else str(model)
 
     outputs = OutputDirs(max_age_s=delete_cache[1])  # (check every, remove older than) seconds, as Gradio's

@@ -125,11 +125,34 @@ def new_repo(dest: Path, overrides: dict) -> Path:
     return repo
 
 
+STAGE_SECONDS: dict[str, float] = {}  # how long each stage of the tiny repo's first `dvc repro` took
+
+
+def timed_repro(repo: Path, timeout: float = 900) -> dict[str, float]:
+    """Run `dvc repro` in `repo` (failing the test on error); the seconds from each stage's "Running stage" line to
+    the next stage's (the last: to the end), DVC's hashing and commit of its outs included."""
+    env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DVC_EXP_NAME", None)
+    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    starts, lines, deadline = [], [], time.monotonic() + timeout
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Running stage '"):
+            starts.append((line.split("'")[1], time.monotonic()))
+        if time.monotonic() > deadline:
+            proc.kill()
+    if proc.wait() != 0:
+        pytest.fail(f"dvc repro exited {proc.returncode}\n{''.join(lines)[-5000:]}")
+    ends = [t for _, t in starts[1:]] + [time.monotonic()]
+    return {stage: end - start for (stage, start), end in zip(starts, ends, strict=True)}
+
+
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory) -> Path:
     """A git copy of the repo with TINY_PARAMS, after a real `dvc repro` (about a minute), committed."""
     repo = new_repo(tmp_path_factory.mktemp("tiny_repo"), TINY_PARAMS)
-    run(["dvc", "repro"], repo)
+    STAGE_SECONDS.update(timed_repro(repo))
     run(["git", "add", "-A"], repo)  # commit the baseline's dvc.lock and metrics, as a user would
     run(["git", "commit", "-qm", "baseline run"], repo)
     return repo

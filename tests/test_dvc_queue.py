@@ -45,7 +45,7 @@ def test_a_sweep_with_a_failing_experiment_is_reported_and_exits_1(tiny_repo, tm
     short = {"max_steps": 10, "eval_steps": 10, "save_steps": 10, "warmup_steps": 2}
     override_params(repo / "params.yaml", {"train": short})
     run(["git", "commit", "-qam", "short training for the sweep"], repo)
-    run(["dvc", "exp", "run", "--queue", "-n", "lr-good", "-S", "train.learning_rate=1e-3"], repo)
+    run(["dvc", "exp", "run", "--queue", "-n", "eval-batch-4", "-S", "evaluate.batch_size=4"], repo)  # evaluate only
     run(["dvc", "exp", "run", "--queue", "-n", "lr-bad", "-S", "train.learning_rate=-1"], repo)
     done = subprocess.run(
         [sys.executable, "-m", "svwhisper.dvc_queue", "--timeout", "600"], cwd=repo, capture_output=True, text=True
@@ -53,4 +53,4 @@ def test_a_sweep_with_a_failing_experiment_is_reported_and_exits_1(tiny_repo, tm
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 succeeded, 1 failed" in done.stdout and "FAILED lr-bad" in done.stdout
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo).stdout
-    assert "lr-good" in shown and "Success" in shown
+    assert "eval-batch-4" in shown and "Success" in shown

@@ -201,7 +201,7 @@ def test_every_kind_of_source_runs_through_dvc_repro(tmp_path, monkeypatch):
     repo.mkdir()
     write_sources(copy_repo(repo) / "data/sources")
     repo = new_repo(repo, overrides)
-    run(["dvc", "repro"], repo)
+    run(["dvc", "repro", "evaluate"], repo)  # prepare to evaluate (peers and export do not read the sources)
 
     report = json.loads((repo / "reports/prepare.json").read_text(encoding="utf-8"))
     assert report["sources"]["train"] == [
@@ -217,7 +217,7 @@ def test_every_kind_of_source_runs_through_dvc_repro(tmp_path, monkeypatch):
     (corrupt,) = report["splits"]["train"]["dropped_examples"]["undecodable_clip"]
     assert corrupt.startswith("data/sources/mine/rec/corrupt.mp3 (") and "not an audio file" in corrupt, corrupt
     assert json.loads((repo / "metrics/eval.json").read_text())["n_utterances"] == 4
-    again = run(["dvc", "repro"], repo).stdout
+    again = run(["dvc", "repro", "evaluate"], repo).stdout
     assert "Running stage" not in again, again
     # a change to a local source reruns prepare
     (repo / "data/sources/folder/speaker1/extra.txt").write_text("Ingen ljudfil här.", encoding="utf-8")

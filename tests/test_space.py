@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import MAX_CLIP_CER, NO_BROWSER, REPO, clip_cer, lay_into_hub_cache, transcribe_in_chromium
-from svwhisper import space
+from svwhisper import publish, space
 from svwhisper.space import SpaceError
 
 pytestmark = pytest.mark.slow
@@ -32,15 +32,7 @@ def published(tiny_repo, tmp_path_factory) -> tuple[Path, Path]:
     """(the tiny repo's copy, the folder `publish --dry-run` writes for it)."""
     repo = tmp_path_factory.mktemp("space") / "repo"
     shutil.copytree(tiny_repo, repo, symlinks=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "svwhisper.cli", "publish", MODEL, "--dry-run", str(repo.parent / "published")],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return repo, repo.parent / "published"
+    return repo, publish.publish(repo, MODEL, repo.parent / "published")  # its CLI: tests/test_publish.py
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +125,12 @@ def test_publish_uploads_the_ctranslate2_export_beside_the_model(published):
 
 
 def test_the_space_folder_builds_on_the_hub_by_itself(published, tmp_path, monkeypatch):
-    env = {**os.environ, "HF_TOKEN": "hf_secret_never_written"}
-    folders = {b: write_space(published[0], b, tmp_path / b, env) for b in ("ctranslate2", "transformers")}
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_never_written")
+    monkeypatch.chdir(published[0])  # the CLI's way (a subprocess) is served_space's
+    folders = {
+        b: space.space(SPACE, MODEL, b, tmp_path / b, False, published[0] / "params.yaml")
+        for b in ("ctranslate2", "transformers")
+    }
     for backend, folder in folders.items():
         text = (folder / "README.md").read_text(encoding="utf-8")
         meta = yaml.safe_load(text.split("---\n")[1])

@@ -99,13 +99,14 @@ def test_exp_run_with_dash_s_is_listed_beside_the_baseline(tiny_repo):
 
     # 2e-5 comes back from params.yaml as the string "2e-05": the stage must coerce it
     try:
-        ran = run(["dvc", "exp", "run", "-S", "train.max_steps=50", "-S", "train.learning_rate=2e-5"], tiny_repo)
+        short = ["-S", "train.max_steps=20", "-S", "train.eval_steps=20", "-S", "train.save_steps=20"]
+        ran = run(["dvc", "exp", "run", *short, "-S", "train.learning_rate=2e-5", "evaluate"], tiny_repo)
         rows = dvc.api.exp_show(repo=str(tiny_repo))
     finally:  # put the committed baseline back for the other tests
         run(["git", "checkout", "--", "."], tiny_repo)
         run(["dvc", "checkout", "--force"], tiny_repo)
     baseline = [r for r in rows if r["rev"] != "workspace" and r["train.max_steps"] == 200]
-    experiments = [r for r in rows if r.get("Experiment") and r["train.max_steps"] == 50]
+    experiments = [r for r in rows if r.get("Experiment") and r["train.max_steps"] == 20]
     assert baseline and experiments, rows
     assert experiments[0]["train.learning_rate"] == 2e-5
     assert 0.0 <= experiments[0]["cer"] and experiments[0]["cer"] != baseline[0]["cer"]

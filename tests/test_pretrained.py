@@ -91,7 +91,8 @@ def test_dvc_exp_run_switches_to_the_scratch_model_with_dash_s(pretrained_repo, 
     shutil.copytree(pretrained_repo, repo, symlinks=True)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "pretrained baseline"], repo)
-    run(["dvc", "exp", "run", "-n", "scratch", "-S", "model.name=scratch", "-S", "train.learning_rate=3e-3"], repo)
+    switch = ["-S", "model.name=scratch", "-S", "train.learning_rate=3e-3"]
+    run(["dvc", "exp", "run", "-n", "scratch", *switch, "evaluate"], repo)  # up to evaluate: export is not the point
     rows = {r.get("Experiment") or r["rev"]: r for r in dvc.api.exp_show(repo=str(repo))}
     assert rows["scratch"]["model.name"] == "scratch" and rows["workspace"]["model.name"] == "scratch"
     scratch = yaml.safe_load((repo / "models/base/config.json").read_text())

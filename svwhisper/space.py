@@ -135,10 +135,10 @@ def readme(space_id: str, model: str, backend: str, license_: str, commit: str) 
 
 
 def git_commit() -> str:
-    import subprocess
+    from svwhisper.publish import git
 
-    done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return f"commit `{done.stdout.strip()}`" if done.returncode == 0 else metadata.version("svwhisper")
+    commit = git(ROOT, "rev-parse", "--short=12", "HEAD")
+    return f"commit `{commit}`" if commit else metadata.version("svwhisper")
 
 
 def copy_package(dest: Path) -> None:

@@ -14,6 +14,7 @@ import atexit
 import collections
 import dataclasses
 import functools
+import queue
 import shutil
 import tempfile
 import threading
@@ -22,13 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soxr
 
-from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_mono_16k
+from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_float_mono, to_mono_16k
 from svwhisper.backend import default_model_dir
 from svwhisper.hub import Model, ModelError, looks_like_path, resolve
 from svwhisper.longform import Segment, to_json, to_srt, to_vtt
 from svwhisper.paramfile import load_params
 from svwhisper.params import BACKENDS, AppParams, Paths
+from svwhisper.streaming import StreamingTranscriber
+from svwhisper.timing import Word
 from svwhisper.transcribe import load_backend, transcribe_samples
 
 SILENCE_PEAK = 1e-3  # peak amplitude below which a recording is treated as silence
@@ -221,6 +225,109 @@ async def _plain(send, status: int, text: str, headers: list | None = None) -> N
     await send({"type": "http.response.body", "body": body})
 
 
+class LiveSession:
+    """One client's live captions. Its microphone's chunks (any rate, int or float, mono or not) are resampled as one
+    stream to 16 kHz and queued; a worker thread of its own feeds them to a StreamingTranscriber and publishes what
+    is committed. `feed` never waits for the model: Gradio hands a stream handler only the latest chunk, and drops
+    those that arrive while it is busy, so a handler that decoded would lose the speech it did not hear."""
+
+    def __init__(self, backend, params: AppParams, clock=time.monotonic):
+        self.live = StreamingTranscriber(backend, params.live, params.decoding)
+        self.clock, self.last_seen = clock, clock()
+        self.rate, self.resampler = None, None
+        self.queued_s = 0.0  # audio taken so far, seconds
+        self.pending: queue.Queue[np.ndarray | None] = queue.Queue()
+        self.lock = threading.Lock()
+        self.shown: tuple[list[str], tuple[Word, ...]] = ([], ())  # (committed lines, tentative words), published
+        self.failure = ""
+        self.worker = threading.Thread(target=self._work, name="live-session", daemon=True)
+        self.worker.start()
+
+    def feed(self, rate: int, samples: np.ndarray) -> None:
+        """Queue a chunk of the microphone's audio (at once: the model runs in the worker)."""
+        self.last_seen = self.clock()
+        if np.asarray(samples).size == 0:
+            return
+        samples = to_float_mono(samples)
+        if rate != self.rate:  # the first chunk (or a microphone that changed): a new resampler
+            self.rate = rate
+            self.resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32", "HQ")
+        if self.resampler is not None:
+            samples = self.resampler.resample_chunk(samples)
+        self.queued_s += len(samples) / SAMPLE_RATE
+        self.pending.put(samples)
+
+    def shown_now(self) -> tuple[list[str], tuple[Word, ...]]:
+        """The committed lines and the tentative words as the worker last published them."""
+        with self.lock:
+            return self.shown
+
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """End the stream: the worker decodes what is queued, commits the rest and stops. Waits up to `timeout_s`
+        (None: as long as it takes; 0: not at all); whether the worker has finished."""
+        self.pending.put(None)
+        self.worker.join(timeout_s)
+        return not self.worker.is_alive()
+
+    def _work(self) -> None:
+        try:
+            while (piece := self.pending.get()) is not None:
+                update = self.live.feed(piece)
+                self._publish(update.tentative)
+            self.live.finish()
+            self._publish(())
+        except Exception as err:  # noqa: BLE001 (any failure ends this session only; the page says so)
+            self.failure = f"the live session failed: {err}"
+
+    def _publish(self, tentative: tuple[Word, ...]) -> None:
+        lines = self.live.lines()
+        with self.lock:
+            self.shown = (lines, tentative)
+
+
+class LiveSessions:
+    """The page's live sessions: one per client (a browser tab: Gradio's session hash), at most `limit` at once.
+    A session ends when its client stops recording or leaves the page, or when it has sent nothing for `idle_s`
+    (swept whenever a session starts); then its place is free. Safe with requests running at once."""
+
+    def __init__(self, limit: int, idle_s: float, clock=time.monotonic):
+        self.limit, self.idle_s, self.clock = limit, idle_s, clock
+        self.sessions: dict[str, LiveSession] = {}
+        self.lock = threading.Lock()
+
+    def start(self, client: str, new) -> LiveSession | None:
+        """`client`'s session, made by `new()` when it has none; None when `limit` others are live (the server is
+        busy)."""
+        with self.lock:
+            now = self.clock()
+            for other in [c for c, s in self.sessions.items() if now - s.last_seen > self.idle_s]:
+                self.sessions.pop(other).stop(timeout_s=0)  # its worker finishes on its own; nobody waits for it
+            if client not in self.sessions:
+                if len(self.sessions) >= self.limit:
+                    return None
+                self.sessions[client] = new()
+            return self.sessions[client]
+
+    def end(self, client: str) -> LiveSession | None:
+        """`client`'s session, taken out (its place is free); None when it has none."""
+        with self.lock:
+            return self.sessions.pop(client, None)
+
+
+LIVE_LINES_SHOWN = 40  # the live box shows the last lines; the downloads hold the whole session
+STOP_WAIT_S = 60.0  # how long Stop waits for a session's worker to decode what it still holds
+
+
+def shown_text(lines: list[str]) -> str:
+    """The committed lines the page shows: the last LIVE_LINES_SHOWN of them."""
+    return "\n".join((["…"] if len(lines) > LIVE_LINES_SHOWN else []) + lines[-LIVE_LINES_SHOWN:])
+
+
+def busy_message(params: AppParams) -> str:
+    count = f"{params.live.max_sessions} live session{'s' if params.live.max_sessions > 1 else ''}"
+    return f"⚠️ The server is busy: it serves {count} at a time. Try again in a minute."
+
+
 CACHE_CLEANUP = (600, 3600)  # Gradio deletes its cached uploads and results older than 1 h, checking every 10 min
 
 
@@ -251,22 +358,103 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
         result = transcribe(audio, model, params, report)
         return page_outputs(result, outputs.new())
 
+    sessions = LiveSessions(params.live.max_sessions, params.live.idle_s)
+
+    def new_session() -> LiveSession:
+        resolved = model if isinstance(model, Model) else served_model(str(model), params.backend)
+        return LiveSession(cached_backend(params.backend, str(resolved.path)), params)
+
+    def live_chunk(chunk, request: gr.Request):
+        """A chunk from the microphone: (status, committed lines, tentative words) as they stand."""
+        if chunk is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            session = sessions.start(request.session_hash, new_session)
+        except ModelError as err:
+            return f"⚠️ {err}", gr.skip(), gr.skip()
+        if session is None:
+            return busy_message(params), gr.skip(), gr.skip()
+        if session.failure:
+            return f"⚠️ {session.failure}", gr.skip(), gr.skip()
+        if session.queued_s >= params.live.max_session_s:
+            limit = spoken_length(params.live.max_session_s)
+            return f"⚠️ A live session lasts up to {limit}: stop, and start again.", gr.skip(), gr.skip()
+        try:
+            session.feed(*chunk)
+        except AudioError as err:
+            return f"⚠️ {err}", gr.skip(), gr.skip()
+        lines, words = session.shown_now()
+        heard = f"🎙️ Listening: {spoken_length(session.queued_s)} heard"
+        return heard, shown_text(lines), " ".join(w.text for w in words)
+
+    def live_stop(request: gr.Request):
+        """Recording stopped: the rest committed, and the session's SRT, WebVTT and JSON."""
+        session = sessions.end(request.session_hash)
+        if session is None:
+            return gr.skip(), gr.skip(), "", None, None, None
+        if not session.stop(STOP_WAIT_S):
+            return "⚠️ The session is still being transcribed: its subtitles are lost.", gr.skip(), "", None, None, None
+        if session.failure:
+            return f"⚠️ {session.failure}", gr.skip(), "", None, None, None
+        segments = session.live.segments
+        if not segments:
+            return "⚠️ No speech recognised.", "", "", None, None, None
+        _, _, *files = page_outputs(Result(text=" ".join(s.text for s in segments), segments=segments), outputs.new())
+        return "Stopped: the whole session's subtitles are below.", shown_text(session.live.lines()), "", *files
+
+    def leave(request: gr.Request) -> None:
+        """The client closed the page: its live session ends (what it said is not kept)."""
+        if session := sessions.end(request.session_hash):
+            session.stop(timeout_s=0)
+
     with gr.Blocks(title="svwhisper: Swedish speech recognition", delete_cache=delete_cache) as demo:
-        gr.Markdown(
-            f"# svwhisper\nSwedish speech to text with `{label}` ({params.backend}). Recordings of "
-            f"any length up to {spoken_length(params.max_duration_s)}: wav, mp3, flac, ogg, m4a, webm."
-        )
-        audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Swedish speech")
-        button = gr.Button("Transcribe", variant="primary")
-        transcript = gr.Textbox(label="Transcript", lines=6, elem_id="transcript")
-        segments = gr.Dataframe(
-            headers=["start (s)", "end (s)", "text", "words (start s)"], label="Segments", interactive=False
-        )
-        with gr.Row():
-            srt = gr.File(label="SRT subtitles", elem_id="srt")
-            vtt = gr.File(label="WebVTT subtitles", elem_id="vtt")
-            words = gr.File(label="JSON with word timings", elem_id="json")
+        gr.Markdown(f"# svwhisper\nSwedish speech to text with `{label}` ({params.backend}).")
+        with gr.Tab("Recording"):
+            gr.Markdown(
+                f"Recordings of any length up to {spoken_length(params.max_duration_s)}: "
+                "wav, mp3, flac, ogg, m4a, webm."
+            )
+            audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Swedish speech")
+            button = gr.Button("Transcribe", variant="primary")
+            transcript = gr.Textbox(label="Transcript", lines=6, elem_id="transcript")
+            segments = gr.Dataframe(
+                headers=["start (s)", "end (s)", "text", "words (start s)"], label="Segments", interactive=False
+            )
+            with gr.Row():
+                srt = gr.File(label="SRT subtitles", elem_id="srt")
+                vtt = gr.File(label="WebVTT subtitles", elem_id="vtt")
+                words = gr.File(label="JSON with word timings", elem_id="json")
+        with gr.Tab("Live"):
+            gr.Markdown(
+                "Live captions: words appear while you speak. Committed text is final; the tentative words may "
+                f"still change. Up to {spoken_length(params.live.max_session_s)} a session; the subtitles of "
+                "the whole session come when you stop."
+            )
+            microphone = gr.Audio(
+                sources=["microphone"], type="numpy", streaming=True, label="Microphone", elem_id="live-audio"
+            )
+            status = gr.Markdown(elem_id="live-status")
+            committed = gr.Textbox(label="Committed", lines=8, max_lines=LIVE_LINES_SHOWN, elem_id="live-committed")
+            tentative = gr.Textbox(label="Tentative (may still change)", elem_id="live-tentative")
+            with gr.Row():
+                live_files = [
+                    gr.File(label="SRT subtitles", elem_id="live-srt"),
+                    gr.File(label="WebVTT subtitles", elem_id="live-vtt"),
+                    gr.File(label="JSON with word timings", elem_id="live-json"),
+                ]
         button.click(handle, inputs=audio, outputs=[transcript, segments, srt, vtt, words], api_name="transcribe")
+        microphone.stream(
+            live_chunk,
+            inputs=microphone,
+            outputs=[status, committed, tentative],
+            time_limit=int(params.live.max_session_s) + 60,
+            concurrency_limit=params.live.max_sessions,
+            concurrency_id="live",
+            show_progress="hidden",
+            api_name="live",
+        )
+        microphone.stop_recording(live_stop, outputs=[status, committed, tentative, *live_files], api_name=False)
+        demo.unload(leave)
     demo.queue(default_concurrency_limit=1, max_size=16, api_open=False)
     return demo
 

@@ -20,18 +20,22 @@ class AudioError(ValueError):
 NOT_FINITE = "the audio holds NaN or infinite samples (a corrupt float file)"
 
 
-def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """(n,) or (n, channels) samples at `sample_rate` Hz -> (m,) float32 at 16 kHz, mono by mean."""
+def to_float_mono(samples: np.ndarray) -> np.ndarray:
+    """(n,) or (n, channels) samples, integer or float -> (n,) float32 in [-1, 1], mono by mean."""
     samples = np.asarray(samples)
-    if samples.size == 0:
-        raise AudioError("audio has no samples")
     if np.issubdtype(samples.dtype, np.integer):
         samples = samples.astype(np.float32) / np.iinfo(samples.dtype).max
     samples = samples.astype(np.float32, copy=False)
     if not np.isfinite(samples).all():
         raise AudioError(NOT_FINITE)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
+    return samples.mean(axis=1) if samples.ndim == 2 else samples
+
+
+def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(n,) or (n, channels) samples at `sample_rate` Hz -> (m,) float32 at 16 kHz, mono by mean."""
+    if np.asarray(samples).size == 0:
+        raise AudioError("audio has no samples")
+    samples = to_float_mono(samples)
     if sample_rate != SAMPLE_RATE:
         samples = soxr.resample(samples, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     return samples

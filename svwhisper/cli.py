@@ -1,6 +1,7 @@
 """The `svwhisper` command: one entry point for the tools that are not DVC stages.
 
     svwhisper transcribe lecture.m4a --srt lecture.srt     # = python -m svwhisper.transcribe ...
+    arecord -f S16_LE -r 16000 -c 1 | svwhisper live -     # live captions from a microphone
     svwhisper remote check | push | pull
     svwhisper publish you/svwhisper-small-sv --dry-run out/
     svwhisper space you/svwhisper-demo --model you/svwhisper-small-sv --dry-run space/
@@ -15,6 +16,7 @@ import sys
 
 COMMANDS = {
     "transcribe": ("svwhisper.transcribe", "transcribe recordings of any length; SRT, WebVTT, JSON with word times"),
+    "live": ("svwhisper.streaming", "live captions from a microphone pipe (raw PCM on stdin) or a file in real time"),
     "remote": ("svwhisper.remote", "check the DVC remote, push, or pull the model and this run's checkpoints"),
     "publish": ("svwhisper.publish", "publish the final model with a model card to the Hugging Face Hub"),
     "space": ("svwhisper.space", "deploy the page as a Hugging Face Space serving a published model"),

@@ -368,6 +368,24 @@ GREEDY = DecodeOptions(beam_size=1, temperatures=(0.0,), word_timestamps=False) 
 
 
 @dataclass(frozen=True)
+class LiveParams:
+    """Live captions (svwhisper.streaming): `app.live` of params.yaml, and `svwhisper live`'s flags."""
+
+    step_s: float = 0.5  # the open speech region is decoded again after this much new audio
+    beam_size: int = 1  # beams for those decodes (a region that has ended is decoded with app.decoding)
+    max_sessions: int = 2  # live sessions the page serves at once; one more is told the server is busy
+    max_session_s: float = 3600.0  # a live session ends after this much audio
+    idle_s: float = 30.0  # a session that sends no audio for this long is ended and its place freed
+
+    def check(self) -> None:
+        within(self, 0.1, 2.0, "step_s")
+        at_least(self, 1, "beam_size", "max_sessions")
+        for key in ("max_session_s", "idle_s"):
+            if not getattr(self, key) > 0:
+                raise ParamsRangeError(key, f"must be > 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
 class AppParams:
     host: str = "127.0.0.1"
     port: int = 7860
@@ -379,6 +397,7 @@ class AppParams:
     batch_size: int = 8
     chunker: str = "vad"  # vad (Silero, one speech region per chunk) or energy (cut at the loudness's pauses)
     decoding: DecodeOptions = DecodeOptions()  # how each chunk is decoded (the CLI's flags have the same names)
+    live: LiveParams = LiveParams()  # the Live tab and `svwhisper live`
 
     def check(self) -> None:
         one_of(self, "backend", BACKENDS)

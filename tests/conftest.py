@@ -158,6 +158,31 @@ def tiny_repo(tmp_path_factory) -> Path:
     return repo
 
 
+# the default params.yaml (Whisper base, 4 s window, orthographic labels) on 8 clips for a few steps
+PRETRAINED_TINY = {
+    "prepare": {
+        "max_clips_per_split": 8,
+        "sources": {split: [{"kind": "commonvoice", "path": "data/sample/sv-SE", "tsv": "train"}] for split in SPLITS},
+    },
+    "train": {"max_steps": 6, "warmup_steps": 1, "batch_size": 8, "eval_steps": 6, "save_steps": 6},
+    "evaluate": {"batch_size": 8},
+    "peers": {"max_clips": 3},
+}
+MAX_SIX_STEP_CER = 0.5  # six steps on eight clips: most of each sentence, not all of it
+
+
+@pytest.fixture(scope="session")
+def pretrained_repo(tmp_path_factory) -> Path:
+    """The shipped params (Whisper base) on eight clips for six steps, after a real `dvc repro` (about two minutes)."""
+    repo = new_repo(tmp_path_factory.mktemp("pretrained"), PRETRAINED_TINY)
+    shipped = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    from svwhisper import whisper_base
+
+    assert shipped["model"]["name"] == whisper_base.NAME  # what a user's `make repro` runs
+    run(["dvc", "repro"], repo, timeout=900)
+    return repo
+
+
 MAX_CLIP_CER = 0.1  # a memorised clip's transcript: its sentence, give or take a few characters
 
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 import app
-from conftest import MAX_CLIP_CER, REPO, clip_cer
+from conftest import MAX_CLIP_CER, MAX_SIX_STEP_CER, REPO, clip_cer, sample_rows
 from svwhisper.audio import load_audio
 from svwhisper.metrics import error_rates
 
@@ -197,3 +197,36 @@ def test_ctranslate2_replicas_return_each_clip_its_own_transcript_in_order(tiny_
     assert three(clips) == one(clips) == alone  # 5 clips over 3 replicas: parts of 2, 2 and 1
     assert three(clips[:1]) == alone[:1]  # fewer clips than replicas
     assert error_rates([s for _, s in memorised[:5]], alone)["cer"] <= MAX_CLIP_CER  # and they are the clips' own
+
+
+def test_live_session_takes_a_browser_microphone_at_48k_stereo_in_pieces(pretrained_repo):
+    from svwhisper.transcribe import load_backend
+
+    rows = sample_rows(3)  # clips the six-step Whisper base saw
+    pause = np.zeros(16000, np.float32)
+    parts = [pause]
+    for _, name, _ in rows:
+        parts += [load_audio(pretrained_repo / "data/sample/sv-SE/clips" / name), pause]
+    samples = np.concatenate(parts)
+    at_48k = np.interp(np.arange(0, len(samples), 1 / 3), np.arange(len(samples)), samples)
+    stereo = (np.stack([at_48k, at_48k], axis=1) * 32767).astype(np.int16)
+    session = app.LiveSession(load_backend("transformers", pretrained_repo / "models/final"), app.AppParams())
+    for first in range(0, len(stereo), 4800):  # 0.1 s a chunk, as Gradio's microphone sends them
+        session.feed(48000, stereo[first : first + 4800])
+    assert session.stop(timeout_s=120) and not session.failure
+    lines, tentative = session.shown_now()
+    assert tentative == () and len(lines) == 3, lines
+    for line, (_, _, sentence) in zip(lines, rows, strict=True):
+        assert clip_cer(sentence, line) <= MAX_SIX_STEP_CER, (sentence, line)
+    assert abs(session.live.received_s - len(samples) / 16000) < 0.05  # nothing lost in the resampling
+
+
+def test_live_session_refuses_a_corrupt_chunk_and_keeps_going(tiny_repo):
+    from svwhisper.audio import AudioError
+    from svwhisper.transcribe import load_backend
+
+    session = app.LiveSession(load_backend("ctranslate2", tiny_repo / "models/ct2"), app.AppParams())
+    with pytest.raises(AudioError, match="NaN"):
+        session.feed(16000, np.array([0.0, np.nan], dtype=np.float32))
+    session.feed(16000, np.zeros(8000, np.float32))
+    assert session.stop(timeout_s=30) and session.shown_now() == ([], ()) and not session.failure

@@ -112,3 +112,39 @@ def test_longform_targets_hold_exactly_at_their_bounds():
     assert not targets_met(met | {"first_word_start_mae_s": 0.31})
     assert not targets_met(met | {"first_word_start_mae_s": None})  # no word timed at all
     assert not targets_met(met | {"silence_words": 1})
+
+
+def test_streaming_benchmark_times_commits_and_compares_with_offline(tiny_repo):
+    args = ["--quick", "--tsv", "train", "--clips", "8", "--backend", "ctranslate2", "--minutes", "0.5"]
+    result = benchmark("streaming", *args, "--model-dir", str(tiny_repo / "models/ct2"))["backends"]["ctranslate2"]
+    assert result["audio_s"] > 8 * 1.0 and result["stream_minutes"] == 0.5
+    # percentiles in order; the memorised model can name a phrase before its last word ends (a latency below 0), and
+    # the clock, which never runs ahead of the audio, does not fall minutes behind it either
+    for latency in (result["word_latency_s"], result["clip_end_latency_s"]):
+        assert -2.0 < latency["p50"] <= latency["p90"] <= latency["p99"] < 10.0, latency
+    assert result["non_speech_words"] == 0 and set(result["non_speech_words_by_input"]) == {"silence", "noise", "tone"}
+    assert result["streamed_wer"] <= 0.5 and result["offline_wer"] <= 0.5, result  # memorised clips (unseen: ~1)
+    assert result["peak_buffer_s"] <= 4.5 and result["cpu_s_per_audio_s"] > 0 and result["rss_peak_mb"] > 0
+    assert isinstance(result["targets_met"], bool)
+
+
+def test_streaming_targets_hold_exactly_at_their_bounds():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from streaming import targets_met
+
+    met = {
+        "word_latency_s": {"p50": 1.0, "p90": 2.0, "p99": 5.0},
+        "streamed_wer": 0.12,
+        "offline_wer": 0.10,
+        "cpu_s_per_audio_s": 0.99,
+        "rss_growth_mb": 32.0,
+        "non_speech_words": 0,
+    }
+    assert targets_met(met)
+    assert not targets_met(met | {"word_latency_s": {"p50": 1.01, "p90": 2.0, "p99": 5.0}})
+    assert not targets_met(met | {"word_latency_s": {"p50": 1.0, "p90": 2.01, "p99": 5.0}})
+    assert not targets_met(met | {"word_latency_s": {"p50": None, "p90": None, "p99": None}})  # nothing committed
+    assert not targets_met(met | {"streamed_wer": 0.1201})
+    assert not targets_met(met | {"cpu_s_per_audio_s": 1.0})
+    assert not targets_met(met | {"rss_growth_mb": 32.1})
+    assert not targets_met(met | {"non_speech_words": 1})

@@ -8,32 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import SPLITS, clip_cer, new_repo, run, sample_rows
-from svwhisper import publish, whisper_base
+from conftest import MAX_SIX_STEP_CER, clip_cer, run, sample_rows
+from svwhisper import publish
 from svwhisper.metrics import error_rates
 
 pytestmark = pytest.mark.slow
-
-# the default params.yaml (Whisper base, 4 s window, orthographic labels) on 8 clips for a few steps
-PRETRAINED_TINY = {
-    "prepare": {
-        "max_clips_per_split": 8,
-        "sources": {split: [{"kind": "commonvoice", "path": "data/sample/sv-SE", "tsv": "train"}] for split in SPLITS},
-    },
-    "train": {"max_steps": 6, "warmup_steps": 1, "batch_size": 8, "eval_steps": 6, "save_steps": 6},
-    "evaluate": {"batch_size": 8},
-    "peers": {"max_clips": 3},
-}
-MAX_SIX_STEP_CER = 0.5  # six steps on eight clips: most of each sentence, not all of it
-
-
-@pytest.fixture(scope="module")
-def pretrained_repo(tmp_path_factory) -> Path:
-    repo = new_repo(tmp_path_factory.mktemp("pretrained"), PRETRAINED_TINY)
-    shipped = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
-    assert shipped["model"]["name"] == whisper_base.NAME  # what a user's `make repro` runs
-    run(["dvc", "repro"], repo, timeout=900)
-    return repo
 
 
 def test_whisper_base_fine_tunes_through_every_stage(pretrained_repo):

@@ -111,10 +111,6 @@ class Update:
     committed: tuple[Word, ...] = ()  # words committed by this call, in order: they never change
     tentative: tuple[Word, ...] = ()  # the open speech's words after the committed ones: the next call may change them
 
-    @property
-    def text(self) -> str:
-        return " ".join(w.text for w in self.committed)
-
 
 class StreamingTranscriber:
     """One live stream: feed it 16 kHz mono float samples in pieces of any size (see the module's docstring)."""

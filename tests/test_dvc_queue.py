@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import override_params, run
+from conftest import run
 from svwhisper.dvc_queue import parse_status
 
 STATUS = """Task     Name        Created    Status
@@ -41,10 +41,7 @@ def test_unnamed_tasks_of_an_earlier_day_are_told_apart_by_task_id():
 @pytest.mark.slow
 def test_a_sweep_with_a_failing_experiment_is_reported_and_exits_1(tiny_repo, tmp_path):
     repo = tmp_path / "repo"
-    shutil.copytree(tiny_repo, repo, symlinks=True)
-    short = {"max_steps": 10, "eval_steps": 10, "save_steps": 10, "warmup_steps": 2}
-    override_params(repo / "params.yaml", {"train": short})
-    run(["git", "commit", "-qam", "short training for the sweep"], repo)
+    shutil.copytree(tiny_repo, repo, symlinks=True)  # its run is committed: an experiment re-runs what it changes
     run(["dvc", "exp", "run", "--queue", "-n", "eval-batch-4", "-S", "evaluate.batch_size=4"], repo)  # evaluate only
     run(["dvc", "exp", "run", "--queue", "-n", "lr-bad", "-S", "train.learning_rate=-1"], repo)
     done = subprocess.run(

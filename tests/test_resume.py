@@ -13,8 +13,8 @@ from conftest import GIT_ENV, kill_train_once, override_params, run
 from svwhisper.checkpoints import COMPLETE, MarkComplete, fingerprint, resumable, start_or_resume
 from svwhisper.params import TrainParams
 
-# 60 steps, a checkpoint every 20: the kill lands after the first one
-RESUME_TRAIN = {"max_steps": 60, "warmup_steps": 5, "eval_steps": 20, "save_steps": 20, "logging_steps": 10}
+# 30 steps, a checkpoint every 10: the kill lands after the first one
+RESUME_TRAIN = {"max_steps": 30, "warmup_steps": 5, "eval_steps": 10, "save_steps": 10, "logging_steps": 10}
 LOSS_TOLERANCE = 1e-4  # final dev loss, resumed vs uninterrupted (one CPU thread: deterministic kernels)
 
 
@@ -75,17 +75,17 @@ def test_repro_after_sigkill_resumes_and_ends_where_an_uninterrupted_run_ends(ti
     assert not (repo / "models/final").exists()  # DVC removed the out; the kill left no final model
 
     resumed = run(["dvc", "repro", "train"], repo).stdout
-    assert "train: resuming from checkpoints/" in resumed and "(step 20)" in resumed, resumed
-    state = json.loads(next((repo / "checkpoints").glob("*/checkpoint-60/trainer_state.json")).read_text())
-    assert state["global_step"] == 60
+    assert "train: resuming from checkpoints/" in resumed and "(step 10)" in resumed, resumed
+    state = json.loads(next((repo / "checkpoints").glob("*/checkpoint-30/trainer_state.json")).read_text())
+    assert state["global_step"] == 30
     # the dev-WER curve is whole: steps logged before the kill came back with the checkpoint
-    assert pd.read_csv(repo / "dvclive/plots/metrics/eval/wer.tsv", sep="\t")["step"].tolist() == [20, 40, 60]
+    assert pd.read_csv(repo / "dvclive/plots/metrics/eval/wer.tsv", sep="\t")["step"].tolist() == [10, 20, 30]
     again = final_metrics(repo)
 
     shutil.rmtree(repo / "checkpoints")  # else this run would resume from the finished one
     fresh = run(["dvc", "repro", "--force", "--no-run-cache", "train"], repo).stdout
     assert "starting at step 0" in fresh, fresh
     uninterrupted = final_metrics(repo)
-    assert again["step"] == uninterrupted["step"] == 60
+    assert again["step"] == uninterrupted["step"] == 30
     assert again["eval"]["loss"] == pytest.approx(uninterrupted["eval"]["loss"], abs=LOSS_TOLERANCE)
     assert again["eval"]["wer"] == pytest.approx(uninterrupted["eval"]["wer"], abs=1e-9)

@@ -316,6 +316,7 @@ class LiveSessions:
 
 LIVE_LINES_SHOWN = 40  # the live box shows the last lines; the downloads hold the whole session
 STOP_WAIT_S = 60.0  # how long Stop waits for a session's worker to decode what it still holds
+MAX_BEHIND_S = 30.0  # audio a session's worker may have waiting; past that, chunks are refused with a message
 
 
 def shown_text(lines: list[str]) -> str:
@@ -379,12 +380,17 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
         if session.queued_s >= params.live.max_session_s:
             limit = spoken_length(params.live.max_session_s)
             return f"⚠️ A live session lasts up to {limit}: stop, and start again.", gr.skip(), gr.skip()
+        behind = session.queued_s - session.live.received_s
+        if behind > MAX_BEHIND_S:  # the worker cannot keep up: no more audio queued than this
+            late = f"⚠️ The server is {behind:.0f} s behind your speech: stop, and try again later."
+            return late, gr.skip(), gr.skip()
         try:
             session.feed(*chunk)
         except AudioError as err:
             return f"⚠️ {err}", gr.skip(), gr.skip()
         lines, words = session.shown_now()
         heard = f"🎙️ Listening: {spoken_length(session.queued_s)} heard"
+        heard += f", {behind:.0f} s behind" if behind >= 2 else ""
         return heard, shown_text(lines), " ".join(w.text for w in words)
 
     def live_stop(request: gr.Request):

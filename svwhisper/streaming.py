@@ -308,8 +308,9 @@ def main() -> None:
         live_params = dataclasses.replace(app.live, step_s=args.step_s, beam_size=args.live_beam_size)
         try:
             live_params.check()
-        except ParamsRangeError as err:
-            raise ValueError(f"--{err.key.replace('_', '-')} {err.message}") from None
+        except ParamsRangeError as err:  # named by the flag that set it
+            flag = "--live-beam-size" if err.key == "beam_size" else f"--{err.key.replace('_', '-')}"
+            raise ValueError(f"{flag} {err.message}") from None
         options = from_flags(args)
         if args.model is None:
             args.model = default_model_dir(args.backend, load_params(Paths, "paths"))

@@ -200,10 +200,12 @@ def test_live_cli_reads_pcm_from_a_pipe_and_a_file_in_real_time(pretrained_repo,
     assert rest.count(b"\n") >= 1
 
 
-def test_a_bad_live_flag_names_itself():
-    cli = [sys.executable, "-m", "svwhisper.cli", "live", "-", "--step-s", "5"]
+@pytest.mark.parametrize("flag, value", [("--step-s", "5"), ("--live-beam-size", "0")])
+def test_a_bad_live_flag_names_itself(flag, value):
+    cli = [sys.executable, "-m", "svwhisper.cli", "live", "-", flag, value]
     proc = subprocess.run(cli, capture_output=True, text=True, cwd=REPO, input="")
-    assert proc.returncode != 0 and "--step-s" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode != 0 and f"live: {flag} must be" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 class FakeSession:  # what LiveSessions needs of a session: when it was last fed, and a way to stop it

@@ -225,6 +225,10 @@ async def _plain(send, status: int, text: str, headers: list | None = None) -> N
     await send({"type": "http.response.body", "body": body})
 
 
+MIN_RATE, MAX_RATE = 8000, 192000  # sample rates a live chunk may have
+MAX_CHUNK_S = 5.0  # the longest live chunk taken
+
+
 class LiveSession:
     """One client's live captions. Its microphone's chunks (any rate, int or float, mono or not) are resampled as one
     stream to 16 kHz and queued; a worker thread of its own feeds them to a StreamingTranscriber and publishes what
@@ -248,6 +252,11 @@ class LiveSession:
         self.last_seen = self.clock()
         if np.asarray(samples).size == 0:
             return
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise AudioError(f"a microphone chunk at {rate} Hz: {MIN_RATE}-{MAX_RATE} Hz are taken")
+        if len(samples) > MAX_CHUNK_S * rate:  # a browser sends 0.1 s at a time; a client sending hours is refused
+            seconds = len(samples) / rate
+            raise AudioError(f"a microphone chunk of {seconds:.0f} s: at most {MAX_CHUNK_S:.0f} s are taken")
         samples = to_float_mono(samples)
         if rate != self.rate:  # the first chunk (or a microphone that changed): a new resampler
             self.rate = rate

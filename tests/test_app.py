@@ -228,5 +228,9 @@ def test_live_session_refuses_a_corrupt_chunk_and_keeps_going(tiny_repo):
     session = app.LiveSession(load_backend("ctranslate2", tiny_repo / "models/ct2"), app.AppParams())
     with pytest.raises(AudioError, match="NaN"):
         session.feed(16000, np.array([0.0, np.nan], dtype=np.float32))
+    with pytest.raises(AudioError, match="at 1 Hz"):  # rates and lengths a browser never sends
+        session.feed(1, np.zeros(100, np.float32))
+    with pytest.raises(AudioError, match="chunk of 6 s"):
+        session.feed(16000, np.zeros(6 * 16000, np.float32))
     session.feed(16000, np.zeros(8000, np.float32))
     assert session.stop(timeout_s=30) and session.shown_now() == ([], ()) and not session.failure

@@ -222,6 +222,10 @@ def plot(rows: list[dict], tsv: Path = CURVE) -> Path:
     axes.plot([p["train_hours"] for p in points], [p["wer"] for p in points], "o", alpha=0.5, label="one run")
     axes.plot([m["train_hours"][0] for m in means], [m["wer"][0] for m in means], "-", label="mean over seeds")
     axes.set(xlabel="training audio (hours)", ylabel="test WER", title="Whisper base, 120 steps, by training data")
+    hours = sorted({p["train_hours"] for p in points})
+    axes.set_xscale("log", base=2)  # each share doubles the last: even steps
+    axes.set_xticks(hours, [f"{h:.2f}" for h in hours])
+    axes.minorticks_off()
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
     axes.legend()

@@ -60,10 +60,11 @@ def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.Completed
 
 
 def kill_train_once(repo: Path, env: dict, done_when: Path, pattern: str, timeout: float = 300) -> None:
-    """Start `dvc repro -f train` in `repo` in its own process group and SIGKILL the whole group (as a preempted
-    VM dies) as soon as a file matching `pattern` exists under `done_when`."""
+    """Start `dvc repro -f -s train` (train alone: `-f` would rerun every stage before it too) in `repo` in its own
+    process group and SIGKILL the whole group (as a preempted VM dies) as soon as a file matching `pattern` exists
+    under `done_when`."""
     proc = subprocess.Popen(
-        ["dvc", "repro", "-f", "train"],
+        ["dvc", "repro", "-f", "-s", "train"],
         cwd=repo,
         env=env,
         stdout=subprocess.DEVNULL,

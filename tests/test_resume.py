@@ -83,7 +83,7 @@ def test_repro_after_sigkill_resumes_and_ends_where_an_uninterrupted_run_ends(ti
     again = final_metrics(repo)
 
     shutil.rmtree(repo / "checkpoints")  # else this run would resume from the finished one
-    fresh = run(["dvc", "repro", "--force", "--no-run-cache", "train"], repo).stdout
+    fresh = run(["dvc", "repro", "--force", "--no-run-cache", "--single-item", "train"], repo).stdout
     assert "starting at step 0" in fresh, fresh
     uninterrupted = final_metrics(repo)
     assert again["step"] == uninterrupted["step"] == 30

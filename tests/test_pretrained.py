@@ -70,13 +70,13 @@ def test_dvc_exp_run_switches_to_the_scratch_model_with_dash_s(pretrained_repo, 
     shutil.copytree(pretrained_repo, repo, symlinks=True)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "pretrained baseline"], repo)
-    # 3e-3 comes back from params.yaml as the string "3e-3": the train stage must coerce it
-    switch = ["-S", "model.name=scratch", "-S", "train.learning_rate=3e-3"]
+    # DVC writes 3e-5 to params.yaml as 3e-05, which YAML reads as a string: the train stage must coerce it
+    switch = ["-S", "model.name=scratch", "-S", "train.learning_rate=3e-5"]
     run(["dvc", "exp", "run", "-n", "scratch", *switch, "evaluate"], repo)  # up to evaluate: export is not the point
     listed = dvc.api.exp_show(repo=str(repo))
     rows = {r.get("Experiment") or r["rev"]: r for r in listed}
     assert rows["scratch"]["model.name"] == "scratch" and rows["workspace"]["model.name"] == "scratch"
-    assert float(rows["scratch"]["train.learning_rate"]) == 3e-3
+    assert rows["scratch"]["train.learning_rate"] == 3e-5
     baseline = [r for r in listed if r["rev"] != "workspace" and not r.get("Experiment")]
     assert baseline and baseline[0]["model.name"] != "scratch", listed  # listed beside the commit it branched from
     assert baseline[0]["wer"] != rows["scratch"]["wer"]

@@ -3,6 +3,7 @@
     svwhisper study run                 # run every variant x seed not run yet, one `dvc exp run --temp` each
     svwhisper study run --only lr-3x cosine       # some variants (their missing seeds)
     svwhisper study run --runs 4        # at most 4 runs this time (0: only collect finished experiments' rows)
+    svwhisper study run --keep-recorded # resume from reports/study.tsv's rows where their experiments are gone
     svwhisper study table               # mean and spread per variant, from reports/study.tsv
     svwhisper study plot                # the learning curve: reports/learning_curve.{tsv,png} (`dvc plots show`)
     svwhisper study plan                # the runs and their -S overrides, without running anything
@@ -244,11 +245,28 @@ def plan(only: list[str]) -> list[tuple[str, int]]:
     return [(v, seed) for seed in SEEDS for v in VARIANTS if not only or v in only]
 
 
-def run(only: list[str], results: Path, runs: int | None = None) -> int:
+def merged(collected: list[dict], recorded: list[dict]) -> list[dict]:
+    """The rows of finished experiments, and the recorded rows of runs with no experiment here, in plan order."""
+    if not recorded:
+        return collected  # collect() keeps plan order
+    names = {row["experiment"] for row in collected}
+    rows = collected + [row for row in recorded if row["experiment"] not in names]
+    order = {experiment_name(v, seed): i for i, (v, seed) in enumerate(plan([]))}
+    return sorted(rows, key=lambda row: order[row["experiment"]])
+
+
+def run(only: list[str], results: Path, runs: int | None = None, keep_recorded: bool = False) -> int:
+    """Run the planned variants whose experiments do not exist yet, one at a time, collecting a row after each.
+    `keep_recorded`: the runs with a row in `results` count as done too, and their rows are kept (a study resumed
+    where its experiments are gone, e.g. on another machine); otherwise `results` is rewritten from experiments."""
+    recorded = read_results(results) if keep_recorded and results.exists() else []
+    for row in recorded:
+        if row["experiment"] != experiment_name(row["variant"], int(row["seed"])):
+            raise SystemExit(f"study: {results}: {row['experiment']!r} is not run {row['variant']} seed {row['seed']}")
     failed, started = [], 0
     for variant, seed in plan(only):
         name = experiment_name(variant, seed)
-        if name in experiment_refs():
+        if name in experiment_refs() or name in {row["experiment"] for row in recorded}:
             print(f"study: {name} done already")
             continue
         if runs is not None and started >= runs:
@@ -260,8 +278,8 @@ def run(only: list[str], results: Path, runs: int | None = None) -> int:
             failed.append(name)
             print(f"study: {name} FAILED (see the output above); going on with the next", flush=True)
             continue
-        write_results(collect(experiment_refs()), results)  # a run's row is kept as soon as it finishes
-    write_results(collect(experiment_refs()), results)
+        write_results(merged(collect(experiment_refs()), recorded), results)  # a run's row is kept as it finishes
+    write_results(merged(collect(experiment_refs()), recorded), results)
     print(f"study: results in {results}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
@@ -272,6 +290,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=[], metavar="VARIANT", help="these variants only")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the study's results file (TSV)")
     parser.add_argument("--runs", type=int, default=None, help="run at most this many, then stop (0: collect only)")
+    parser.add_argument(
+        "--keep-recorded",
+        action="store_true",
+        help="runs with a row in the results file count as done and keep their rows (resume without the experiments)",
+    )
     args = parser.parse_args()
     if args.action == "plan":
         for variant, seed in plan(args.only):
@@ -281,7 +304,7 @@ def main() -> None:
     elif args.action == "plot":
         print(f"study: {plot(read_results(args.results))} and {CURVE}")
     else:
-        sys.exit(run(args.only, args.results, args.runs))
+        sys.exit(run(args.only, args.results, args.runs, args.keep_recorded))
 
 
 if __name__ == "__main__":

@@ -252,7 +252,10 @@ def transcribe_in_chromium(url: str, clip: Path, out_dir: Path) -> tuple[str, st
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 1100})
             page.goto(url)
-            with page.expect_response(re.compile(r"/upload")) as uploaded:  # Gradio posts the file, then shows it
+            # the page is drawn by script after `load`: an upload before it has wired its handlers is never sent
+            expect(page.get_by_role("button", name="Transcribe")).to_be_visible(timeout=60_000)
+            uploaded_in = 60_000  # a loaded 2-core machine answers slowly, not never
+            with page.expect_response(re.compile(r"/upload"), timeout=uploaded_in) as uploaded:  # posted, then shown
                 page.locator("input[type=file]").first.set_input_files(str(clip))
             assert uploaded.value.ok
             expect(page.get_by_role("button", name="Clear")).to_be_visible()

@@ -123,6 +123,43 @@ def test_a_run_resumes_past_finished_experiments_and_goes_on_after_a_failure(tmp
         study.plan(["lr-9x"])
 
 
+def test_a_resumed_study_keeps_the_recorded_rows_whose_experiments_are_gone(tmp_path, monkeypatch):
+    results = tmp_path / "study.tsv"
+    recorded = [row("baseline", 42, 0.104), row("lr-3x", 42, 0.193), row("baseline", 43, 0.122)]
+    for r in recorded:
+        r["experiment"] = study.experiment_name(r["variant"], r["seed"])
+    study.write_results(recorded, results)
+    done, ran = {}, []
+
+    def fake_run(cmd, **kwargs):
+        name = cmd[cmd.index("--name") + 1]
+        ran.append(name)
+        done[name] = f"refs/exps/ab/cd/{name}"
+        return subprocess.CompletedProcess(cmd, 0)
+
+    def fake_collect(refs):
+        return [{**row(n[6:-4], int(n[-2:]), 0.2), "experiment": n} for n in refs]
+
+    monkeypatch.setattr(study.subprocess, "run", fake_run)
+    monkeypatch.setattr(study, "experiment_refs", lambda: dict(done))
+    monkeypatch.setattr(study, "collect", fake_collect)
+    assert study.run(["baseline", "lr-3x"], results, keep_recorded=True) == 0
+    assert ran == ["study-lr-3x-s43"]  # the three recorded runs are not run again
+    rows = study.read_results(results)
+    assert [(r["experiment"], r["wer"]) for r in rows] == [
+        ("study-baseline-s42", 0.104),
+        ("study-lr-3x-s42", 0.193),
+        ("study-baseline-s43", 0.122),
+        ("study-lr-3x-s43", 0.2),
+    ]
+    assert study.run(["baseline"], results) == 0  # without the flag the file is rebuilt from experiments alone
+    assert ran[1:] == ["study-baseline-s42", "study-baseline-s43"]
+    assert {r["experiment"] for r in study.read_results(results)} == set(done)
+    results.write_text(results.read_text().replace("study-baseline-s42", "study-baseline-s43", 1))
+    with pytest.raises(SystemExit, match="'study-baseline-s43' is not run baseline seed 42"):
+        study.run(["baseline"], results, keep_recorded=True)
+
+
 def test_the_learning_curve_orders_its_runs_by_training_hours_and_is_drawn(tmp_path):
     rows = [row("baseline", 42, 0.10, hours=1.0), row("data-25", 42, 0.30, hours=0.25), row("lr-3x", 42, 0.05)]
     rows += [row("data-50", 43, 0.18, hours=0.5), row("data-25", 43, 0.32, hours=0.25)]

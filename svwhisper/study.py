@@ -246,12 +246,13 @@ def plan(only: list[str]) -> list[tuple[str, int]]:
 
 
 def merged(collected: list[dict], recorded: list[dict]) -> list[dict]:
-    """The rows of finished experiments, and the recorded rows of runs with no experiment here, in plan order."""
+    """The rows of finished experiments, and the recorded rows of runs with no experiment here, in collect()'s
+    order (variant, then seed)."""
     if not recorded:
-        return collected  # collect() keeps plan order
+        return collected
     names = {row["experiment"] for row in collected}
     rows = collected + [row for row in recorded if row["experiment"] not in names]
-    order = {experiment_name(v, seed): i for i, (v, seed) in enumerate(plan([]))}
+    order = {experiment_name(v, seed): i for i, (v, seed) in enumerate((v, s) for v in VARIANTS for s in SEEDS)}
     return sorted(rows, key=lambda row: order[row["experiment"]])
 
 

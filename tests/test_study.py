@@ -148,8 +148,8 @@ def test_a_resumed_study_keeps_the_recorded_rows_whose_experiments_are_gone(tmp_
     rows = study.read_results(results)
     assert [(r["experiment"], r["wer"]) for r in rows] == [
         ("study-baseline-s42", 0.104),
-        ("study-lr-3x-s42", 0.193),
         ("study-baseline-s43", 0.122),
+        ("study-lr-3x-s42", 0.193),
         ("study-lr-3x-s43", 0.2),
     ]
     assert study.run(["baseline"], results) == 0  # without the flag the file is rebuilt from experiments alone

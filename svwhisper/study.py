@@ -145,6 +145,9 @@ def read_results(path: Path) -> list[dict]:
     for line, row in enumerate(rows, start=2):
         if row["variant"] not in VARIANTS:
             raise SystemExit(f"study: {path}:{line}: unknown variant {row['variant']!r}")
+        if not row["seed"].isdigit():
+            raise SystemExit(f"study: {path}:{line}: seed is not a whole number: {row['seed']!r}")
+        row["seed"] = int(row["seed"])
         try:
             for key in FIELDS[4:]:
                 row[key] = float(row[key])
@@ -262,7 +265,7 @@ def run(only: list[str], results: Path, runs: int | None = None, keep_recorded: 
     where its experiments are gone, e.g. on another machine); otherwise `results` is rewritten from experiments."""
     recorded = read_results(results) if keep_recorded and results.exists() else []
     for row in recorded:
-        if row["experiment"] != experiment_name(row["variant"], int(row["seed"])):
+        if row["experiment"] != experiment_name(row["variant"], row["seed"]):
             raise SystemExit(f"study: {results}: {row['experiment']!r} is not run {row['variant']} seed {row['seed']}")
     failed, started = [], 0
     for variant, seed in plan(only):

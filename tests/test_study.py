@@ -94,8 +94,8 @@ def test_a_damaged_results_file_names_its_line(tmp_path):
     path.write_text(good.replace("0.1\t", "n/a\t", 1))
     with pytest.raises(SystemExit, match=r"study.tsv:2: wer is not a number: 'n/a'"):
         study.read_results(path)
-    path.write_text(good.replace("baseline\t43", "baseline\tfourty-three"))
-    with pytest.raises(SystemExit, match=r"study.tsv:3: seed is not a whole number: 'fourty-three'"):
+    path.write_text(good.replace("baseline\t43", "baseline\tforty-three"))
+    with pytest.raises(SystemExit, match=r"study.tsv:3: seed is not a whole number: 'forty-three'"):
         study.read_results(path)
     with pytest.raises(SystemExit, match="run `svwhisper study run` first"):
         study.read_results(tmp_path / "none.tsv")

@@ -86,6 +86,7 @@ def test_gdrive_check_names_what_is_missing(settings, env, expected, tmp_path):
     assert (expected in problem) if expected else problem == "", problem
 
 
+@pytest.mark.slow  # eight dvc/svwhisper CLI processes that load the gdrive plugin: about 35 s
 def test_check_and_push_fail_fast_and_say_what_is_missing_without_credentials(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(REPO / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))

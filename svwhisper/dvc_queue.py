@@ -9,17 +9,27 @@ import argparse
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 PENDING = ("Queued", "Running")
 
 
-def parse_status(text: str) -> dict[str, str]:
-    """`dvc queue status` output -> {experiment name, or task id when it has none: status}.
+class Task(NamedTuple):
+    name: str  # the experiment's name; "" when it has none
+    status: str  # Queued, Running, Success or Failed
+
+    def label(self, task_id: str) -> str:
+        return f"{self.name} (task {task_id})" if self.name else f"task {task_id}"
+
+
+def parse_status(text: str) -> dict[str, Task]:
+    """`dvc queue status` output -> {task id: Task}. Keyed by the task id, which is unique: two experiments may
+    share a name (a failed one and its rerun), and neither may hide the other.
 
     The table's columns (Task, Name, Created, Status) are cut where the header puts them: a task
     without a name has an empty Name cell, and Created may be "09:25 PM" or "Nov 24, 2026".
     """
-    tasks: dict[str, str] = {}
+    tasks: dict[str, Task] = {}
     columns = None
     for line in text.splitlines():
         fields = line.split()
@@ -29,11 +39,11 @@ def parse_status(text: str) -> dict[str, str]:
         if columns is None or len(fields) < 3 or fields[-1] not in (*PENDING, "Success", "Failed"):
             continue
         name = line[columns[0] : columns[1]].strip()
-        tasks[name or fields[0]] = fields[-1]
+        tasks[fields[0]] = Task(name, fields[-1])
     return tasks
 
 
-def queue_status() -> dict[str, str]:
+def queue_status() -> dict[str, Task]:
     done = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True, check=True)
     return parse_status(done.stdout)
 
@@ -49,15 +59,16 @@ def main() -> None:
         subprocess.run(["dvc", "queue", "start", "--jobs", str(args.jobs)], check=True)
     deadline = time.monotonic() + args.timeout
     tasks = queue_status()
-    while any(status in PENDING for status in tasks.values()):
+    while any(task.status in PENDING for task in tasks.values()):
         if time.monotonic() > deadline:
             sys.exit(f"queue: still running after {args.timeout:.0f} s: {tasks}")
         time.sleep(5)
         tasks = queue_status()
-    failed = sorted(name for name, status in tasks.items() if status == "Failed")
+    failed = sorted(task_id for task_id, task in tasks.items() if task.status == "Failed")
     print(f"queue: {len(tasks) - len(failed)} succeeded, {len(failed)} failed")
-    for name in failed:
-        print(f"queue: FAILED {name}: see `dvc queue logs {name}`; `dvc queue remove --failed` clears it")
+    for task_id in failed:
+        shown = tasks[task_id].label(task_id)
+        print(f"queue: FAILED {shown}: see `dvc queue logs {task_id}`; `dvc queue remove --failed` clears it")
     if failed:
         sys.exit(1)
 

@@ -27,7 +27,7 @@ CT2_SUBFOLDER = "ctranslate2"  # where a published model keeps its CTranslate2 e
 CT2_FILES = ("config.json", "model.bin", "vocabulary.json", "vocabulary.txt", "tokenizer.json", "tokenizer_config.json",
              "processor_config.json", "preprocessor_config.json", "generation_config.json")  # fmt: skip
 PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"  # the Hub's names: no leading/trailing '.', '-', '_'
-HUB_ID = re.compile(rf"^(?P<repo>{PART}/{PART})(?:@(?P<revision>[A-Za-z0-9][A-Za-z0-9._/-]{{0,199}}))?$")
+HUB_ID = re.compile(rf"(?P<repo>{PART}/{PART})(?:@(?P<revision>[A-Za-z0-9][A-Za-z0-9._/-]{{0,199}}))?")  # fullmatch
 
 
 class ModelError(Exception):
@@ -43,7 +43,7 @@ class Model:
 
 def parse_hub_id(text: str) -> tuple[str, str | None]:
     """("owner/name", revision or None) of `owner/name[@revision]`; ValueError when `text` is not one."""
-    match = HUB_ID.match(text)
+    match = HUB_ID.fullmatch(text)  # `$` would take a trailing newline into a Space's files
     if not match or ".." in text or "--" in match["repo"]:
         raise ValueError(f"{text!r} is not a Hub model id (owner/name or owner/name@revision)")
     return match["repo"], match["revision"]

@@ -8,6 +8,7 @@ transformers' pipeline), both with Swedish/transcribe set and the same processor
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from svwhisper.params import QUANTIZATIONS, SAFE_PATH, DecodeOptions
 
 RELEASED_WINDOW_S = 30
 DECODERS = ("faster_whisper", "transformers")  # metrics keys and TSV columns
+# OpenAI's released checkpoints, whose size is also the name faster-whisper fetches Systran's conversion by
+RELEASED = re.compile(r"openai/whisper-(?:(?:tiny|base|small|medium)(?:\.en)?|large(?:-v[123])?|large-v3-turbo)")
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,11 @@ class PeersParams:
         at_least(self, 1, "batch_size")
         at_least(self, 0, "max_clips", "transformers_max_clips")
         one_of(self, "faster_whisper_compute_type", QUANTIZATIONS)
-        if self.model != whisper_base.NAME and not self.model.startswith("openai/whisper-"):
-            raise ParamsRangeError("model", f"must be {whisper_base.NAME} or openai/whisper-<size>, got {self.model!r}")
+        if self.model != whisper_base.NAME and not RELEASED.fullmatch(self.model):
+            sizes = "tiny, base, small, medium (each also .en), large, large-v1..v3, large-v3-turbo"
+            raise ParamsRangeError(
+                "model", f"must be {whisper_base.NAME} or openai/whisper-<size> ({sizes}), got {self.model!r}"
+            )
         for key in ("metrics", "predictions"):  # pasted into dvc.yaml's command
             if not SAFE_PATH.fullmatch(getattr(self, key)) or ".." in Path(getattr(self, key)).parts:
                 raise ParamsRangeError(key, "must be a path of letters, digits and . _ + - / without '..'")

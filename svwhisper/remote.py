@@ -31,7 +31,7 @@ from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from transformers import TrainerCallback
 
-from svwhisper.checkpoints import COMPLETE, checkpoints_in, resumable, step_of
+from svwhisper.checkpoints import COMPLETE, checkpoints_in, is_complete, resumable, step_of
 from svwhisper.params import RemoteParams
 
 CHECKPOINTS = "checkpoints"  # top folder of the mirrored checkpoints on the remote, beside DVC's files/
@@ -388,7 +388,7 @@ def resume_from_remote(store: CheckpointStore, run_dir: Path, cancelled: threadi
         return None
     fetched = store.download(max(newer, key=lambda n: step_of(Path(n))), run_dir, cancelled)
     best = best_of(fetched)
-    if best and best != fetched.name and best in complete and not (run_dir / best / COMPLETE).is_file():
+    if best and best != fetched.name and best in complete and not is_complete(run_dir / best):
         store.download(best, run_dir, cancelled)
         print(f"train: fetched {best} too: the best checkpoint so far")
     return fetched
@@ -422,11 +422,25 @@ def fetch_run_from_remote(
     return fetched
 
 
-def pull_checkpoints(store: CheckpointStore, run_dir: Path) -> list[Path]:
-    """Download the complete checkpoints `store` holds that `run_dir` lacks, oldest first; the ones fetched."""
+def pull_checkpoints(store: CheckpointStore, run_dir: Path, cancelled: threading.Event | None = None) -> list[Path]:
+    """Download the complete checkpoints `store` holds that `run_dir` lacks, oldest first; the ones fetched. Once
+    `cancelled` is set, nothing more is renamed into `run_dir`."""
     have = {p.name for p in checkpoints_in(run_dir)[0]}
     wanted = sorted((n for n, done in store.names().items() if done and n not in have), key=lambda n: step_of(Path(n)))
-    return [store.download(name, run_dir) for name in wanted]
+    return [store.download(name, run_dir, cancelled) for name in wanted]
+
+
+def pull_within(store: CheckpointStore, run_dir: Path, timeout: float) -> list[Path]:
+    """pull_checkpoints, listing and downloads included, within `timeout` seconds: RemoteError past it (a
+    connection that stalls after it was made), with nothing half-fetched left in `run_dir`."""
+    cancelled = threading.Event()
+    answer = in_thread(lambda: pull_checkpoints(store, run_dir, cancelled), timeout)
+    if not answer:
+        cancelled.set()
+        raise RemoteError(f"the remote stopped answering: no checkpoints pulled within {timeout:g} s")
+    if isinstance(err := answer[0], Exception):
+        raise err
+    return answer[0]
 
 
 def run_of(repo: Path) -> tuple[Path, str]:
@@ -474,7 +488,10 @@ def main() -> None:
         run_dir, digest = run_of(repo)
     except RemoteError as err:
         sys.exit(f"remote: {err}")
-    fetched = pull_checkpoints(CheckpointStore(fs, root, digest), run_dir)
+    try:
+        fetched = pull_within(CheckpointStore(fs, root, digest), run_dir, params.fetch_timeout_s)
+    except RemoteError as err:
+        sys.exit(f"remote: {err}")
     newest = resumable(run_dir)[0]
     if newest is None:
         print(f"remote: no checkpoints of run {digest} on {name} (if the train stage runs, it starts at step 0)")

@@ -20,10 +20,14 @@ import argparse
 import csv
 import io
 import json
+import math
+import re
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from svwhisper.atomic import write_text_atomic
 
 RESULTS = Path("reports/study.tsv")
 CURVE = Path("reports/learning_curve.tsv")  # declared in dvc.yaml's plots: `dvc plots show` draws it
@@ -113,7 +117,10 @@ def row_of(variant: str, seed: int, ref: str) -> dict:
         "train_hours": prepared["splits"]["train"]["hours"],
         "train_runtime_s": round(trained["train"]["runtime"], 1),
         "dev_wer": round(min(dev), 4),  # the best checkpoint's: the one kept as the final model
-        **{key: evaluation[key] for key in ("wer", "cer", "wer_orthographic", "cer_orthographic")},
+        **{
+            key: finite_number(evaluation[key], f"study: {experiment_name(variant, seed)}: metrics/eval.json {key}")
+            for key in ("wer", "cer", "wer_orthographic", "cer_orthographic")
+        },
     }
 
 
@@ -131,8 +138,18 @@ def write_results(rows: list[dict], path: Path = RESULTS) -> None:
     writer = csv.DictWriter(out, FIELDS, delimiter="\t", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(out.getvalue(), encoding="utf-8")
+    write_text_atomic(path, out.getvalue())  # a run cut off mid-write must not lose the rows already there
+
+
+def finite_number(text: str | float, where: str) -> float:
+    """`text` as a float; SystemExit naming `where` when it is not a finite number (nan and inf included)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise SystemExit(f"{where} is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise SystemExit(f"{where} is not a finite number: {text!r}")
+    return value
 
 
 def read_results(path: Path) -> list[dict]:
@@ -145,14 +162,13 @@ def read_results(path: Path) -> list[dict]:
     for line, row in enumerate(rows, start=2):
         if row["variant"] not in VARIANTS:
             raise SystemExit(f"study: {path}:{line}: unknown variant {row['variant']!r}")
-        if not row["seed"].isdigit():
+        if not re.fullmatch(r"[0-9]{1,9}", row["seed"]):  # isdigit() takes "²", which int() refuses
             raise SystemExit(f"study: {path}:{line}: seed is not a whole number: {row['seed']!r}")
         row["seed"] = int(row["seed"])
-        try:
-            for key in FIELDS[4:]:
-                row[key] = float(row[key])
-        except ValueError:
-            raise SystemExit(f"study: {path}:{line}: {key} is not a number: {row[key]!r}") from None
+        if row["seed"] not in SEEDS:
+            raise SystemExit(f"study: {path}:{line}: seed {row['seed']} is not one of the study's seeds {SEEDS}")
+        for key in FIELDS[4:]:
+            row[key] = finite_number(row[key], f"study: {path}:{line}: {key}")
     return rows
 
 
@@ -218,8 +234,7 @@ def plot(rows: list[dict], tsv: Path = CURVE) -> Path:
     writer = csv.DictWriter(out, list(points[0]), delimiter="\t", lineterminator="\n")
     writer.writeheader()
     writer.writerows(points)
-    tsv.parent.mkdir(parents=True, exist_ok=True)
-    tsv.write_text(out.getvalue(), encoding="utf-8")
+    write_text_atomic(tsv, out.getvalue())
     means = summary([r for r in rows if r["variant"] in LEARNING_CURVE])
     means.sort(key=lambda s: s["train_hours"][0])
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import run
-from svwhisper.dvc_queue import parse_status
+from svwhisper.dvc_queue import Task, parse_status
 
 STATUS = """Task     Name        Created    Status
 1ccd2a2  bad         09:25 PM   Failed
@@ -18,8 +18,21 @@ Worker status: 1 active, 0 idle
 """
 
 
-def test_queue_status_is_parsed_by_experiment_name():
-    assert parse_status(STATUS) == {"bad": "Failed", "lr-1e-3": "Success", "lr-3e-3": "Running"}
+def test_queue_status_is_parsed_by_task_with_its_experiment_name():
+    expected = {"1ccd2a2": Task("bad", "Failed"), "87797e4": Task("lr-1e-3", "Success"),
+                "9a0b1c2": Task("lr-3e-3", "Running")}  # fmt: skip
+    assert parse_status(STATUS) == expected
+
+
+# a failed experiment and its rerun under the same name: both are kept, the failure is not hidden
+RERUN = """Task     Name     Created    Status
+1ccd2a2  lr-bad   09:25 PM   Failed
+2dde3b3  lr-bad   09:40 PM   Success
+"""
+
+
+def test_a_failed_experiment_is_not_hidden_by_a_later_one_of_the_same_name():
+    assert parse_status(RERUN) == {"1ccd2a2": Task("lr-bad", "Failed"), "2dde3b3": Task("lr-bad", "Success")}
 
 
 # unnamed tasks from an earlier day: the Name cell is empty and Created has spaces in it
@@ -34,7 +47,8 @@ Worker status: 1 active, 0 idle
 
 
 def test_unnamed_tasks_of_an_earlier_day_are_told_apart_by_task_id():
-    expected = {"5d8e1f0": "Failed", "6a7b8c9": "Running", "7f0e1d2": "Success", "sweep-a": "Queued"}
+    expected = {"5d8e1f0": Task("", "Failed"), "6a7b8c9": Task("", "Running"), "7f0e1d2": Task("", "Success"),
+                "8c9d0e1": Task("sweep-a", "Queued")}  # fmt: skip
     assert parse_status(EARLIER) == expected
 
 
@@ -48,6 +62,6 @@ def test_a_sweep_with_a_failing_experiment_is_reported_and_exits_1(tiny_repo, tm
         [sys.executable, "-m", "svwhisper.dvc_queue", "--timeout", "600"], cwd=repo, capture_output=True, text=True
     )
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "1 succeeded, 1 failed" in done.stdout and "FAILED lr-bad" in done.stdout
+    assert "1 succeeded, 1 failed" in done.stdout and "FAILED lr-bad (task " in done.stdout
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo).stdout
     assert "eval-batch-4" in shown and "Success" in shown

@@ -6,6 +6,7 @@ uninterrupted run ends."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from svwhisper.atomic import atomic_dir, atomic_path, write_text_atomic
-from svwhisper.checkpoints import COMPLETE, MarkComplete, checkpoints_in, start_or_resume
+from svwhisper.checkpoints import COMPLETE, MarkComplete, checkpoints_in, is_complete, start_or_resume
 from svwhisper.params import RemoteParams
 from svwhisper.remote import CheckpointMirror, CheckpointStore, fetch_run_from_remote, resume_from_remote
 
@@ -65,6 +66,20 @@ def test_resume_from_the_remote_fetches_the_best_checkpoint_too(tmp_path):
     assert fetched == run_dir / "checkpoint-60"
     assert sorted(p.name for p in checkpoints_in(run_dir)[0]) == ["checkpoint-20", "checkpoint-60"]
     assert not (run_dir / "checkpoint-40").exists()  # neither the newest nor the best: not needed
+
+
+def test_a_local_best_checkpoint_with_a_truncated_file_is_fetched_again(tmp_path):
+    store = local_store(tmp_path)
+    elsewhere = tmp_path / "machine-1"
+    for step, best in ((20, 20), (40, 20)):
+        store.upload(checkpoint(elsewhere, step, best))
+    run_dir = tmp_path / "machine-2"
+    shutil.copytree(elsewhere / "checkpoint-20", run_dir / "checkpoint-20")  # its marker, and a file cut short
+    with (run_dir / "checkpoint-20" / "model.safetensors").open("r+b") as weights:
+        weights.truncate(10)
+    assert (run_dir / "checkpoint-20" / COMPLETE).is_file() and not is_complete(run_dir / "checkpoint-20")
+    assert resume_from_remote(store, run_dir) == run_dir / "checkpoint-40"
+    assert is_complete(run_dir / "checkpoint-20")  # the best one is whole again: the end of training loads it
 
 
 def test_the_mirror_keeps_the_best_and_reclaims_partial_and_older_remote_checkpoints(tmp_path):
@@ -143,6 +158,21 @@ def test_a_remote_that_stalls_while_listing_is_given_up_after_the_fetch_timeout(
     fs.release.set()  # the connection comes back while training goes on without it
     time.sleep(0.5)
     assert list(run_dir.iterdir()) == []  # the abandoned fetch changes nothing
+
+
+def test_remote_pull_gives_up_on_a_remote_that_stalls_after_connecting(tmp_path):
+    from svwhisper.remote import RemoteError, pull_within
+
+    fs = StalledFS()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    started = time.monotonic()
+    with pytest.raises(RemoteError, match="no checkpoints pulled within 1 s"):
+        pull_within(CheckpointStore(fs, "root", "run1"), run_dir, timeout=1.0)
+    assert time.monotonic() - started < 5
+    fs.release.set()  # the listing answers after all: the abandoned pull writes nothing
+    time.sleep(0.5)
+    assert list(run_dir.iterdir()) == []
 
 
 # --- atomic outputs: plain modes, no stale temporaries ---

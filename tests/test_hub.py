@@ -43,7 +43,21 @@ def test_ids_and_folders_are_told_apart(tmp_path, monkeypatch):
     assert hub.parse_hub_id("you/svwhisper-small-sv") == ("you/svwhisper-small-sv", None)
     assert hub.parse_hub_id("you/m@v1.0") == ("you/m", "v1.0")
     assert hub.parse_hub_id("you/m@refs/pr/3") == ("you/m", "refs/pr/3")
-    for bad in ("m", "a/b/c", "/m", "you/", "you/m@", "-you/m", "you/m.", "you/a--b", "you/a..b", "you/m@../x", ""):
+    for bad in (
+        "m",
+        "a/b/c",
+        "/m",
+        "you/",
+        "you/m@",
+        "-you/m",
+        "you/m.",
+        "you/a--b",
+        "you/a..b",
+        "you/m@../x",
+        "",
+        "you/m\n",
+        "you/m@main\n",
+    ):  # a trailing newline would be written into a Space's files
         with pytest.raises(ValueError, match="not a Hub model id"):
             hub.parse_hub_id(bad)
     assert hub.is_repo_id("you/m") and not hub.is_repo_id("you/m@main")

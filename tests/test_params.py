@@ -1,3 +1,4 @@
+import json
 from dataclasses import FrozenInstanceError, dataclass
 
 import pytest
@@ -69,6 +70,16 @@ def test_misspelt_key_is_an_error_naming_file_line_and_key(tmp_path):
 def test_values_of_the_wrong_type_are_rejected(tmp_path, line, message):
     with pytest.raises(ParamsError, match=message):
         load_params(Knobs, "train", write(tmp_path, f"train:\n  {line}\n"))
+
+
+@pytest.mark.parametrize("model", ["openai/whisper-../../tmp/x", "openai/whisper-small/../../x", "openai/whisper-",
+                                   "openai/whisper-small\n", "someone/whisper-small"])  # fmt: skip
+def test_the_peers_model_is_a_released_whisper_or_the_packaged_base(tmp_path, model):
+    path = write(tmp_path, f"peers:\n  model: {json.dumps(model)}\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml:2: peers\.model: must be .* openai/whisper-<size>"):
+        load_params(PeersParams, "peers", path)
+    for released in ("openai/whisper-small", "openai/whisper-large-v3", "openai/whisper-base.en"):
+        load_params(PeersParams, "peers", write(tmp_path, f"peers:\n  model: {released}\n"))
 
 
 def test_missing_block_and_failed_check_are_errors(tmp_path):

@@ -101,6 +101,37 @@ def test_a_damaged_results_file_names_its_line(tmp_path):
         study.read_results(tmp_path / "none.tsv")
 
 
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("baseline\t43", "baseline\t4²", r"study.tsv:3: seed is not a whole number: '4²'"),  # isdigit() says yes
+        ("baseline\t43", "baseline\t44", r"study.tsv:3: seed 44 is not one of the study's seeds"),
+        ("0.1\t", "nan\t", r"study.tsv:2: wer is not a finite number: 'nan'"),
+        ("0.1\t", "inf\t", r"study.tsv:2: wer is not a finite number: 'inf'"),
+    ],
+)
+def test_a_results_row_with_an_odd_seed_or_a_nan_is_refused_with_its_line(tmp_path, old, new, message):
+    path = tmp_path / "study.tsv"
+    study.write_results([row("baseline", 42, 0.1), row("baseline", 43, 0.1)], path)
+    path.write_text(path.read_text().replace(old, new, 1))
+    with pytest.raises(SystemExit, match=message):
+        study.read_results(path)
+
+
+def test_the_results_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "study.tsv"
+    study.write_results([row("baseline", 42, 0.1)], path)
+    before = path.read_text()
+
+    def killed(*args):  # the process dies after writing the new rows, before they are in place
+        raise OSError("killed")
+
+    monkeypatch.setattr("svwhisper.atomic.os.replace", killed)
+    with pytest.raises(OSError, match="killed"):
+        study.write_results([row("baseline", 42, 0.1), row("baseline", 43, 0.2)], path)
+    assert path.read_text() == before
+
+
 def test_a_run_resumes_past_finished_experiments_and_goes_on_after_a_failure(tmp_path, monkeypatch):
     done = {"study-baseline-s42": "refs/exps/ab/cd/study-baseline-s42"}
     ran = []

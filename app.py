@@ -11,11 +11,12 @@
 
 import argparse
 import atexit
-import collections
 import dataclasses
 import functools
-import queue
+import os
+import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -23,17 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soxr
 
-from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_float_mono, to_mono_16k
+from svwhisper.atomic import is_running
+from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_mono_16k
 from svwhisper.backend import default_model_dir
 from svwhisper.hub import Model, ModelError, looks_like_path, resolve
+from svwhisper.live_sessions import LiveSession, LiveSessions
 from svwhisper.longform import Segment, to_json, to_srt, to_vtt
 from svwhisper.paramfile import load_params
 from svwhisper.params import BACKENDS, AppParams, Paths
-from svwhisper.streaming import StreamingTranscriber
-from svwhisper.timing import Word
 from svwhisper.transcribe import load_backend, transcribe_samples
+from svwhisper.upload_budget import BodyBudget
 
 SILENCE_PEAK = 1e-3  # peak amplitude below which a recording is treated as silence
 
@@ -139,17 +140,25 @@ def word_starts(segment: Segment) -> str:
     return " ".join(f"{w.text} ({w.start_s:.2f})" for w in segment.words)
 
 
+ROOT_PREFIX = "svwhisper-page-"  # a page's output root in the temp dir: svwhisper-page-<pid>-<random>
+ROOT_NAME = re.compile(rf"{ROOT_PREFIX}(\d+)-\w+")
+
+
 class OutputDirs:
     """One temp dir per request for its subtitle files, under one root; none is removed by another request.
 
     Gradio copies a result's files into its own cache as soon as the request returns, so a dir is no
     longer needed after that; `sweep` (at each new request, and from `sweep_every`'s thread) removes the
     dirs older than `max_age_s` (an hour, Gradio's own cache window), and `close` removes the root (at
-    exit). Safe with requests running at once.
+    exit). The root's name holds the server's pid: a new page removes the roots of servers that are no
+    longer running (killed, or stopped by a signal before `close`). Safe with requests running at once.
     """
 
     def __init__(self, root: Path | None = None, max_age_s: float = 3600.0):
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="svwhisper-"))
+        if root is None:
+            sweep_dead_roots(Path(tempfile.gettempdir()))
+            root = tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-")
+        self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_age_s = max_age_s
 
@@ -182,149 +191,18 @@ class OutputDirs:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class BodyBudget:
-    """ASGI middleware: the bodies of POST requests (uploads, and files sent inline as data URLs) add up to at most
-    `limit_bytes` within any `window_s`, so that an exposed page's disk cannot be filled faster than Gradio
-    deletes its cached uploads. Over the budget a request gets 429 with a line saying to try later; one
-    without a Content-Length (chunked) gets 411, since its size cannot be counted before it is stored.
-    """
-
-    def __init__(self, app, limit_bytes: int, window_s: float, clock=time.monotonic):
-        self.app, self.limit, self.window_s, self.clock = app, limit_bytes, window_s, clock
-        self.sent: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes), oldest first
-        self.used = 0
-        self.lock = threading.Lock()
-
-    def admit(self, length: int) -> bool:
-        """Whether `length` more bytes fit the budget now (they are counted when they do)."""
-        with self.lock:
-            now = self.clock()
-            while self.sent and self.sent[0][0] < now - self.window_s:
-                self.used -= self.sent.popleft()[1]
-            if self.used + length > self.limit:
-                return False
-            self.sent.append((now, length))
-            self.used += length
-            return True
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is None or not length.isdigit():
-                return await _plain(send, 411, "a request body needs a Content-Length")
-            if not self.admit(int(length)):
-                message = "the server holds as many uploads as it can for now: try again in a few minutes"
-                return await _plain(send, 429, message, [(b"retry-after", b"600")])
-        await self.app(scope, receive, send)
-
-
-async def _plain(send, status: int, text: str, headers: list | None = None) -> None:
-    body = text.encode()
-    head = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
-    await send({"type": "http.response.body", "body": body})
-
-
-MIN_RATE, MAX_RATE = 8000, 192000  # sample rates a live chunk may have
-MAX_CHUNK_S = 5.0  # the longest live chunk taken
-
-
-class LiveSession:
-    """One client's live captions. Its microphone's chunks (any rate, int or float, mono or not) are resampled as one
-    stream to 16 kHz and queued; a worker thread of its own feeds them to a StreamingTranscriber and publishes what
-    is committed. `feed` never waits for the model: Gradio hands a stream handler only the latest chunk, and drops
-    those that arrive while it is busy, so a handler that decoded would lose the speech it did not hear."""
-
-    def __init__(self, backend, params: AppParams, clock=time.monotonic):
-        self.live = StreamingTranscriber(backend, params.live, params.decoding)
-        self.clock, self.last_seen = clock, clock()
-        self.rate, self.resampler = None, None
-        self.queued_s = 0.0  # audio taken so far, seconds
-        self.pending: queue.Queue[np.ndarray | None] = queue.Queue()
-        self.lock = threading.Lock()
-        self.shown: tuple[list[str], tuple[Word, ...]] = ([], ())  # (committed lines, tentative words), published
-        self.failure = ""
-        self.worker = threading.Thread(target=self._work, name="live-session", daemon=True)
-        self.worker.start()
-
-    def feed(self, rate: int, samples: np.ndarray) -> None:
-        """Queue a chunk of the microphone's audio (at once: the model runs in the worker)."""
-        self.last_seen = self.clock()
-        if np.asarray(samples).size == 0:
-            return
-        if not MIN_RATE <= rate <= MAX_RATE:
-            raise AudioError(f"a microphone chunk at {rate} Hz: {MIN_RATE}-{MAX_RATE} Hz are taken")
-        if len(samples) > MAX_CHUNK_S * rate:  # a browser sends 0.1 s at a time; a client sending hours is refused
-            seconds = len(samples) / rate
-            raise AudioError(f"a microphone chunk of {seconds:.0f} s: at most {MAX_CHUNK_S:.0f} s are taken")
-        samples = to_float_mono(samples)
-        if rate != self.rate:  # the first chunk (or a microphone that changed): a new resampler
-            self.rate = rate
-            self.resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32", "HQ")
-        if self.resampler is not None:
-            samples = self.resampler.resample_chunk(samples)
-        self.queued_s += len(samples) / SAMPLE_RATE
-        self.pending.put(samples)
-
-    def shown_now(self) -> tuple[list[str], tuple[Word, ...]]:
-        """The committed lines and the tentative words as the worker last published them."""
-        with self.lock:
-            return self.shown
-
-    def stop(self, timeout_s: float | None = None) -> bool:
-        """End the stream: the worker decodes what is queued, commits the rest and stops. Waits up to `timeout_s`
-        (None: as long as it takes; 0: not at all); whether the worker has finished."""
-        self.pending.put(None)
-        self.worker.join(timeout_s)
-        return not self.worker.is_alive()
-
-    def _work(self) -> None:
-        try:
-            while (piece := self.pending.get()) is not None:
-                update = self.live.feed(piece)
-                self._publish(update.tentative)
-            self.live.finish()
-            self._publish(())
-        except Exception as err:  # noqa: BLE001 (any failure ends this session only; the page says so)
-            self.failure = f"the live session failed: {err}"
-
-    def _publish(self, tentative: tuple[Word, ...]) -> None:
-        lines = self.live.lines()
-        with self.lock:
-            self.shown = (lines, tentative)
-
-
-class LiveSessions:
-    """The page's live sessions: one per client (a browser tab: Gradio's session hash), at most `limit` at once.
-    A session ends when its client stops recording or leaves the page, or when it has sent nothing for `idle_s`
-    (swept whenever a session starts); then its place is free. Safe with requests running at once."""
-
-    def __init__(self, limit: int, idle_s: float, clock=time.monotonic):
-        self.limit, self.idle_s, self.clock = limit, idle_s, clock
-        self.sessions: dict[str, LiveSession] = {}
-        self.lock = threading.Lock()
-
-    def start(self, client: str, new) -> LiveSession | None:
-        """`client`'s session, made by `new()` when it has none; None when `limit` others are live (the server is
-        busy)."""
-        with self.lock:
-            now = self.clock()
-            for other in [c for c, s in self.sessions.items() if now - s.last_seen > self.idle_s]:
-                self.sessions.pop(other).stop(timeout_s=0)  # its worker finishes on its own; nobody waits for it
-            if client not in self.sessions:
-                if len(self.sessions) >= self.limit:
-                    return None
-                self.sessions[client] = new()
-            return self.sessions[client]
-
-    def end(self, client: str) -> LiveSession | None:
-        """`client`'s session, taken out (its place is free); None when it has none."""
-        with self.lock:
-            return self.sessions.pop(client, None)
+def sweep_dead_roots(temp: Path) -> list[Path]:
+    """Remove the output roots in `temp` of page servers that are no longer running; the ones removed."""
+    named = [(p, ROOT_NAME.fullmatch(p.name)) for p in temp.iterdir()]
+    dead = [p for p, m in named if m and p.is_dir() and not is_running(int(m[1]))]
+    for root in dead:
+        shutil.rmtree(root, ignore_errors=True)
+    return dead
 
 
 LIVE_LINES_SHOWN = 40  # the live box shows the last lines; the downloads hold the whole session
 STOP_WAIT_S = 60.0  # how long Stop waits for a session's worker to decode what it still holds
+LIVE_CHUNK_S = 0.5  # the browser sends the microphone's audio in files of this length
 MAX_BEHIND_S = 30.0  # audio a session's worker may have waiting; past that, chunks are refused with a message
 
 
@@ -369,18 +247,24 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
         return page_outputs(result, outputs.new())
 
     sessions = LiveSessions(params.live.max_sessions, params.live.idle_s)
+    stop_idle_sweep = sessions.sweep_every(min(5.0, params.live.idle_s / 2))
+    atexit.register(stop_idle_sweep.set)
 
     def new_session() -> LiveSession:
         resolved = model if isinstance(model, Model) else served_model(str(model), params.backend)
         return LiveSession(cached_backend(params.backend, str(resolved.path)), params)
 
-    def live_chunk(chunk, request: gr.Request):
-        """A chunk from the microphone: (status, committed lines, tentative words) as they stand."""
+    def live_chunk(chunk: str | None, request: gr.Request):
+        """A chunk from the microphone (a file in Gradio's upload cache): (status, committed lines, tentative
+        words) as they stand. A chunk is decoded by svwhisper.audio before any session is made for it."""
         if chunk is None:
             return gr.skip(), gr.skip(), gr.skip()
+        if not sessions.admits(request.session_hash):
+            return busy_message(params), gr.skip(), gr.skip()
         try:
+            rate, samples = sessions.decode(chunk)
             session = sessions.start(request.session_hash, new_session)
-        except ModelError as err:
+        except (AudioError, ModelError) as err:
             return f"⚠️ {err}", gr.skip(), gr.skip()
         if session is None:
             return busy_message(params), gr.skip(), gr.skip()
@@ -394,7 +278,7 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
             late = f"⚠️ The server is {behind:.0f} s behind your speech: stop, and try again later."
             return late, gr.skip(), gr.skip()
         try:
-            session.feed(*chunk)
+            session.feed(rate, samples)
         except AudioError as err:
             return f"⚠️ {err}", gr.skip(), gr.skip()
         lines, words = session.shown_now()
@@ -408,6 +292,7 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
         if session is None:
             return gr.skip(), gr.skip(), "", None, None, None
         if not session.stop(STOP_WAIT_S):
+            session.cancel()
             return "⚠️ The session is still being transcribed: its subtitles are lost.", gr.skip(), "", None, None, None
         if session.failure:
             return f"⚠️ {session.failure}", gr.skip(), "", None, None, None
@@ -418,9 +303,9 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
         return "Stopped: the whole session's subtitles are below.", shown_text(session.live.lines()), "", *files
 
     def leave(request: gr.Request) -> None:
-        """The client closed the page: its live session ends (what it said is not kept)."""
+        """The client closed the page: its live session ends, its queued audio dropped (what it said is not kept)."""
         if session := sessions.end(request.session_hash):
-            session.stop(timeout_s=0)
+            session.cancel()
 
     with gr.Blocks(title="svwhisper: Swedish speech recognition", delete_cache=delete_cache) as demo:
         gr.Markdown(f"# svwhisper\nSwedish speech to text with `{label}` ({params.backend}).")
@@ -445,8 +330,8 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
                 f"still change. Up to {spoken_length(params.live.max_session_s)} a session; the subtitles of "
                 "the whole session come when you stop."
             )
-            microphone = gr.Audio(
-                sources=["microphone"], type="numpy", streaming=True, label="Microphone", elem_id="live-audio"
+            microphone = gr.Audio(  # chunks as files: svwhisper.audio decodes them, never Gradio (pydub, ffmpeg)
+                sources=["microphone"], type="filepath", streaming=True, label="Microphone", elem_id="live-audio"
             )
             status = gr.Markdown(elem_id="live-status")
             committed = gr.Textbox(label="Committed", lines=8, max_lines=LIVE_LINES_SHOWN, elem_id="live-committed")
@@ -463,8 +348,8 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
             inputs=microphone,
             outputs=[status, committed, tentative],
             time_limit=int(params.live.max_session_s) + 60,
-            concurrency_limit=params.live.max_sessions,
-            concurrency_id="live",
+            stream_every=LIVE_CHUNK_S,
+            concurrency_limit=None,  # a stream waiting for its next chunk holds no slot: LiveSessions bounds them
             show_progress="hidden",
             api_name="live",
         )
@@ -494,6 +379,7 @@ def main() -> None:
     except ModelError as err:
         raise SystemExit(f"app: {err}") from None
     cached_backend(args.backend, str(model.path))  # load before serving, so the first request is not slow
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped like Ctrl-C: the server closes, atexit runs
     build_demo(model, params).launch(**launch_options(params, args.host, args.port))
 
 

@@ -201,6 +201,93 @@ def via_direct_route(url: str, route: str, timeout: float) -> tuple[str, str]:
     return "error", f"HTTP {answer.status_code}: {answer.text[:200]}"
 
 
+class LiveClient:
+    """One browser tab's Live tab over plain HTTP, as Gradio's page drives it: each chunk is uploaded, the first
+    joins the queue as the `live` stream event, the next ones are posted to /gradio_api/stream/<event>; the
+    page's answers arrive on the session's event stream. `heartbeat()` opens the tab's heartbeat, and
+    `leave()` closes it (as a closed tab does: the page's unload runs)."""
+
+    def __init__(self, url: str, timeout: float = 60.0):
+        import uuid
+
+        self.url, self.timeout = url, timeout
+        self.session = uuid.uuid4().hex[:11]
+        self.http = httpx.Client(base_url=url, timeout=timeout)
+        config = self.http.get("/config").json()
+        live = next(d for d in config["dependencies"] if d.get("api_name") == "live")
+        self.fn_index, self.trigger = live["id"], live["targets"][0][0]
+        self.event: str | None = None
+        self.answers: list[tuple[str, float]] = []  # (status line, when), in order
+        self.arrived = threading.Condition()
+        self.stop_listening = threading.Event()
+
+    def send(self, chunk: Path) -> int:
+        """Upload `chunk` and hand it to the stream; the HTTP status of the first request that was refused, or 200."""
+        with chunk.open("rb") as handle:
+            upload = self.http.post("/gradio_api/upload", files={"files": (chunk.name, handle)})
+        if upload.status_code != 200:
+            return upload.status_code
+        body = {"data": [{"path": upload.json()[0], "meta": {"_type": "gradio.FileData"}}], "fn_index": self.fn_index,
+                "session_hash": self.session}  # fmt: skip
+        if self.event is None:
+            joined = self.http.post("/gradio_api/queue/join", json=body | {"trigger_id": self.trigger})
+            if joined.status_code != 200:
+                return joined.status_code
+            self.event = joined.json()["event_id"]
+            threading.Thread(target=self._listen, daemon=True).start()
+            return 200
+        return self.http.post(f"/gradio_api/stream/{self.event}", json=body | {"event_id": self.event}).status_code
+
+    def _listen(self) -> None:
+        try:
+            with httpx.stream(
+                "GET", f"{self.url}/gradio_api/queue/data", params={"session_hash": self.session}, timeout=None
+            ) as stream:
+                for line in stream.iter_lines():
+                    if self.stop_listening.is_set():
+                        return
+                    if not line.startswith("data:"):
+                        continue
+                    message = json.loads(line[5:])
+                    output = message.get("output") or {}
+                    if message.get("msg") in ("process_streaming", "process_completed") and output.get("data"):
+                        with self.arrived:
+                            self.answers.append((str(output["data"][0]), time.monotonic()))
+                            self.arrived.notify_all()
+                    elif message.get("msg") == "process_completed":  # an error: no data
+                        with self.arrived:
+                            self.answers.append((f"error: {output}"[:300], time.monotonic()))
+                            self.arrived.notify_all()
+        except httpx.HTTPError:
+            return
+
+    def answer(self, count: int, timeout: float | None = None) -> str | None:
+        """The `count`-th answer (1 = the first), waiting up to `timeout` s for it; None if it has not come."""
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.answers) >= count, timeout or self.timeout)
+            return self.answers[count - 1][0] if len(self.answers) >= count else None
+
+    def heartbeat(self) -> None:
+        """Open the tab's heartbeat: a GET that Gradio holds open while the tab lives (a raw socket, so that `leave`
+        drops it at once)."""
+        host, port = self.url.removeprefix("http://").split(":")
+        self.heartbeat_socket = socket.create_connection((host, int(port)), timeout=self.timeout)
+        request = f"GET /gradio_api/heartbeat/{self.session} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        self.heartbeat_socket.sendall(request.encode())
+        self.heartbeat_socket.recv(1024)  # the response's head: the heartbeat is on
+
+    def leave(self) -> None:
+        """Close the tab: the heartbeat's connection drops, the page's unload runs."""
+        if getattr(self, "heartbeat_socket", None) is not None:
+            self.heartbeat_socket.close()
+            self.heartbeat_socket = None
+        self.stop_listening.set()
+
+    def close(self) -> None:
+        self.leave()
+        self.http.close()
+
+
 def one_request(kind: str, url: str, inputs: dict[str, Path], timeout: float) -> tuple[str, str]:
     if kind == "raw_run":
         return via_direct_route(url, "run", timeout)

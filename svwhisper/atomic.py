@@ -49,7 +49,8 @@ def umask() -> int:
         return mask
 
 
-def _alive(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """Whether process `pid` is running (also when it is another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -64,7 +65,7 @@ def sweep_stale(target: Path) -> list[Path]:
     pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\..*\.(tmp|old)$")
     removed = []
     for entry in target.parent.iterdir() if target.parent.is_dir() else []:
-        if (match := pattern.match(entry.name)) and not _alive(int(match.group(1))):
+        if (match := pattern.match(entry.name)) and not is_running(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

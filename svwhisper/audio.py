@@ -61,12 +61,12 @@ BLOCK_VALUES = 1 << 20  # samples (all channels) decoded at a time: 4 MB of floa
 
 
 class Samples:
-    """A growing 16 kHz mono float32 buffer with a running cap: decoding stops as soon as it passes the limit."""
+    """A growing mono float32 buffer at `rate` Hz with a running cap: decoding stops as soon as it passes the limit."""
 
-    def __init__(self, name: str, limit_s: float | None, expected: int = 0):
-        self.name, self.limit_s, self.n = name, limit_s, 0
-        self.cap = None if limit_s is None else int(limit_s * SAMPLE_RATE) + SAMPLE_RATE  # 1 s of resampler slack
-        size = expected if expected > 0 else 30 * SAMPLE_RATE
+    def __init__(self, name: str, limit_s: float | None, expected: int = 0, rate: int = SAMPLE_RATE):
+        self.name, self.limit_s, self.rate, self.n = name, limit_s, rate, 0
+        self.cap = None if limit_s is None else int(limit_s * rate) + rate  # 1 s of resampler slack
+        size = expected if expected > 0 else 30 * rate
         self.buffer = np.empty(size if self.cap is None else min(size, self.cap), dtype=np.float32)
 
     def add(self, block: np.ndarray) -> None:
@@ -85,8 +85,8 @@ class Samples:
         samples = self.buffer[: self.n]
         if samples.size == 0:
             raise AudioError(f"{self.name}: audio has no samples")
-        if self.limit_s is not None and samples.size > self.limit_s * SAMPLE_RATE:
-            raise AudioTooLong(self.name, self.limit_s, samples.size / SAMPLE_RATE)
+        if self.limit_s is not None and samples.size > self.limit_s * self.rate:
+            raise AudioTooLong(self.name, self.limit_s, samples.size / self.rate)
         return samples
 
 
@@ -164,20 +164,22 @@ def header_info(source: str | Path | bytes, container: str) -> AudioInfo | None:
     return None
 
 
-def _decode_sndfile(handle, name: str, limit_s: float | None) -> np.ndarray:
-    """libsndfile, a block at a time: each block mixed down to mono and resampled as it comes."""
+def _decode_sndfile(handle, name: str, limit_s: float | None, to_16k: bool = True) -> tuple[int, np.ndarray]:
+    """libsndfile, a block at a time: each block mixed down to mono (and resampled to 16 kHz) as it comes;
+    (rate, samples)."""
     with sf.SoundFile(handle) as audio:
         rate, channels = audio.samplerate, audio.channels
+        out_rate = SAMPLE_RATE if to_16k else rate
         known = 0 < audio.frames < UNKNOWN_FRAMES
-        out = Samples(name, limit_s, int(audio.frames * SAMPLE_RATE / rate) + 1 if known else 0)
-        resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32", "HQ")
+        out = Samples(name, limit_s, int(audio.frames * out_rate / rate) + 1 if known else 0, out_rate)
+        resampler = None if rate == out_rate else soxr.ResampleStream(rate, out_rate, 1, "float32", "HQ")
         block = np.empty((max(4096, BLOCK_VALUES // channels), channels), dtype=np.float32)
         while len(data := audio.read(len(block), dtype="float32", always_2d=True, out=block)):
             mono = data.mean(axis=1, dtype=np.float32) if channels > 1 else data[:, 0]
             out.add(resampler.resample_chunk(mono) if resampler else mono)
         if resampler:
             out.add(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    return out.result()
+    return out_rate, out.result()
 
 
 def decode_with_ffmpeg(
@@ -190,7 +192,7 @@ def decode_with_ffmpeg(
     its path) when it is not an allowed container or FFmpeg cannot read it.
     """
     name = _named(source, name)
-    return _decode_ffmpeg(source, container_of(source, name), max_duration_s, name)
+    return _decode_ffmpeg(source, container_of(source, name), max_duration_s, name)[1]
 
 
 def _named(source: str | Path | bytes, name: str | None) -> str:
@@ -202,7 +204,9 @@ def _reason(err: Exception, source: str | Path | bytes, name: str) -> str:
     return str(err) if isinstance(source, bytes) else str(err).replace(str(source), name)
 
 
-def _decode_ffmpeg(source: str | Path | bytes, container: str, max_duration_s: float | None, name: str) -> np.ndarray:
+def _decode_ffmpeg(
+    source: str | Path | bytes, container: str, max_duration_s: float | None, name: str, to_16k: bool = True
+) -> tuple[int, np.ndarray]:
     import av
 
     try:
@@ -213,8 +217,9 @@ def _decode_ffmpeg(source: str | Path | bytes, container: str, max_duration_s: f
             duration = opened.duration / 1e6 if opened.duration else None
             if max_duration_s is not None and duration is not None and duration > max_duration_s:
                 raise AudioTooLong(name, max_duration_s, duration)
-            out = Samples(name, max_duration_s, int(duration * SAMPLE_RATE) + 1 if duration else 0)
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            out_rate = SAMPLE_RATE if to_16k else stream.rate
+            out = Samples(name, max_duration_s, int(duration * out_rate) + 1 if duration else 0, out_rate)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=out_rate)
             for frame in opened.decode(stream):
                 for part in resampler.resample(frame):
                     out.add(part.to_ndarray().reshape(-1))
@@ -224,7 +229,7 @@ def _decode_ffmpeg(source: str | Path | bytes, container: str, max_duration_s: f
         raise
     except Exception as err:  # noqa: BLE001 (any failure of a corrupt file is "cannot decode", never a crash)
         raise AudioError(f"{name}: cannot decode audio ({type(err).__name__}: {_reason(err, source, name)})") from None
-    return out.result()
+    return out_rate, out.result()
 
 
 def load_audio(source: str | Path | bytes, max_duration_s: float | None = None, name: str | None = None) -> np.ndarray:
@@ -237,20 +242,32 @@ def load_audio(source: str | Path | bytes, max_duration_s: float | None = None, 
     cap (for a header that understates). Raises AudioError naming the file (as `name`, by default its
     path) on any failure.
     """
-    name = _named(source, name)
+    return _load(source, max_duration_s, _named(source, name), to_16k=True)[1]
+
+
+def load_audio_at_own_rate(
+    source: str | Path | bytes, max_duration_s: float, name: str | None = None
+) -> tuple[int, np.ndarray]:
+    """load_audio with every guarantee of it, but mono at the file's own rate: (rate in Hz, float32 samples). For
+    pieces of one stream (a microphone's chunks), which are resampled together so that no seam is heard."""
+    return _load(source, max_duration_s, _named(source, name), to_16k=False)
+
+
+def _load(source: str | Path | bytes, max_duration_s: float | None, name: str, to_16k: bool) -> tuple[int, np.ndarray]:
     container = container_of(source, name)
     info = header_info(source, container)
     if max_duration_s is not None and info is not None and info.duration_s > max_duration_s:
         raise AudioTooLong(name, max_duration_s, info.duration_s)
     if container not in LIBSNDFILE_FORMATS:
-        return _decode_ffmpeg(source, container, max_duration_s, name)
+        return _decode_ffmpeg(source, container, max_duration_s, name, to_16k)
     try:
-        return _decode_sndfile(io.BytesIO(source) if isinstance(source, bytes) else source, name, max_duration_s)
+        handle = io.BytesIO(source) if isinstance(source, bytes) else source
+        return _decode_sndfile(handle, name, max_duration_s, to_16k)
     except AudioError:
         raise
     except Exception as err:  # noqa: BLE001 (libsndfile cannot: FFmpeg may; a corrupt file is an AudioError)
         try:
-            return _decode_ffmpeg(source, container, max_duration_s, name)
+            return _decode_ffmpeg(source, container, max_duration_s, name, to_16k)
         except AudioTooLong:
             raise
         except AudioError:  # libsndfile's reason, then

@@ -208,16 +208,15 @@ def test_a_bad_live_flag_names_itself(flag, value):
     assert "Traceback" not in proc.stderr
 
 
-class FakeSession:  # what LiveSessions needs of a session: when it was last fed, and a way to stop it
+class FakeSession:  # what LiveSessions needs of a session: when it was last fed, its worker, a way to cancel it
     def __init__(self, now: float):
-        self.last_seen, self.stopped = now, False
+        self.last_seen, self.cancelled, self.alive = now, False, True
 
-    def stop(self, timeout_s=None) -> bool:
-        self.stopped = True
-        return True
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
-def test_live_sessions_are_one_per_client_bounded_and_freed_when_idle_or_ended():
+def test_live_sessions_are_one_per_client_bounded_and_hold_their_place_until_their_worker_exits():
     import app
 
     now = [0.0]
@@ -225,10 +224,17 @@ def test_live_sessions_are_one_per_client_bounded_and_freed_when_idle_or_ended()
     a = sessions.start("a", lambda: FakeSession(now[0]))
     assert sessions.start("a", lambda: FakeSession(now[0])) is a  # the same tab keeps its session
     b = sessions.start("b", lambda: FakeSession(now[0]))
-    assert sessions.start("c", lambda: FakeSession(now[0])) is None  # a third client: busy
+    assert sessions.start("c", lambda: FakeSession(now[0])) is None and not sessions.admits("c")  # busy
+    assert sessions.admits("a")  # a client with a session is always taken
     assert sessions.end("b") is b and sessions.end("b") is None
-    assert sessions.start("c", lambda: FakeSession(now[0])) is not None  # b's place is free
-    now[0] = 31.0  # a and c sent nothing for 31 s: both are swept when someone starts, and stopped
-    assert sessions.start("d", lambda: FakeSession(now[0])) is not None and a.stopped
-    assert set(sessions.sessions) == {"d"}
+    assert sessions.start("c", lambda: FakeSession(now[0])) is None  # b's worker still decodes: its place is held
+    b.alive = False
+    c = sessions.start("c", lambda: FakeSession(now[0]))
+    assert c is not None  # b's worker has exited: its place is free
+    now[0] = 31.0  # a and c sent nothing for 31 s: the sweep cancels both
+    sessions.sweep()
+    assert a.cancelled and c.cancelled and sessions.sessions == {}
+    assert sessions.start("d", lambda: FakeSession(now[0])) is None  # until their workers exit
+    a.alive = c.alive = False
+    assert sessions.start("d", lambda: FakeSession(now[0])) is not None
     assert "2 live sessions" in app.busy_message(app.AppParams())

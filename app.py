@@ -33,6 +33,7 @@ from svwhisper.live_sessions import LiveSession, LiveSessions
 from svwhisper.longform import Segment, to_json, to_srt, to_vtt
 from svwhisper.paramfile import load_params
 from svwhisper.params import BACKENDS, AppParams, Paths
+from svwhisper.periodic import run_every
 from svwhisper.transcribe import load_backend, transcribe_samples
 from svwhisper.upload_budget import BodyBudget
 
@@ -178,14 +179,7 @@ class OutputDirs:
 
     def sweep_every(self, seconds: float) -> threading.Event:
         """Sweep from a daemon thread every `seconds`, also while no request comes; set the event to stop it."""
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(seconds):
-                self.sweep()
-
-        threading.Thread(target=loop, name="output-sweeper", daemon=True).start()
-        return stop
+        return run_every(seconds, self.sweep, "output-sweeper")
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

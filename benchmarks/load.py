@@ -5,13 +5,17 @@ Starts `app.py`'s page in its own process (so that its memory is measured alone)
 recording through gradio_client (the queue), the same through raw HTTP to the queue's route
 (/gradio_api/call/transcribe), a file that is not audio, an HLS playlist naming a private file outside
 every upload dir, and direct POSTs to the routes that would skip the queue (/gradio_api/run/transcribe,
-/gradio_api/api/transcribe). Then each kind once more, alone on the idle queue (none may be busy
-there), and it waits past the page's cache window and counts the files left in
-its temp dirs.
+/gradio_api/api/transcribe). Beside them `--live-clients` drive the Live tab over HTTP as a browser does:
+hogs sending chunks back to back, clients that send one chunk and vanish, and hostile ones sending an
+hour-long FLAC, a 6 s chunk or a playlist as chunks; after the burst a new live client must be served
+again once the idle sweep has freed the vanished clients' places. Then each upload kind once more, alone
+on the idle queue (none may be busy there), and it waits past the page's cache window and counts the files
+left in its temp dirs.
 
 Classified per request: answered (a transcript, or a ⚠️ message for bad input), busy (the queue is full,
 or the upload budget says try later: 429), refused (404 from a direct route), error (anything else: an
-HTTP 500, a traceback, a playlist that was read). Targets: errors == 0, the private file's words never
+HTTP 500, a traceback, a playlist that was read; for a live chunk also no answer). Targets: errors == 0 and
+live_errors == 0, a new live client served again within the idle timeout, the private file's words never
 come back, peak RSS of the server below idle + 1 GB (one request at a time decodes: one recording's
 samples and the model's activations, whatever the number of clients), files_left == 0.
 
@@ -49,10 +53,10 @@ REPO = Path(__file__).resolve().parents[1]
 KINDS = ("client_clip", "raw_run", "client_bad", "raw_call_clip", "client_playlist", "raw_api", "client_long")
 SERVER = """
 import sys, app
-from svwhisper.params import AppParams
+from svwhisper.params import AppParams, LiveParams
 model_dir, backend, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-check, age = float(sys.argv[4]), float(sys.argv[5])
-params = AppParams(backend=backend)
+check, age, idle = float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+params = AppParams(backend=backend, live=LiveParams(idle_s=idle))
 app.cached_backend(backend, model_dir)
 demo = app.build_demo(model_dir, params, delete_cache=(check, age))
 demo.launch(**app.launch_options(params, "127.0.0.1", port), quiet=True)
@@ -85,13 +89,22 @@ def make_inputs(work: Path, long_s: float) -> dict[str, Path]:
     sf.write(secret, tone.astype(np.float32), SAMPLE_RATE)
     playlist = work / "playlist.m3u8"
     playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:2,\n{secret}\n#EXT-X-ENDLIST\n", encoding="utf-8")
-    return {"clip": Path(test[0].audio), "long": work / "long.wav", "bad": work / "notes.wav", "playlist": playlist}
+    # live chunks: 0.5 s of a test clip at 48 kHz as a browser sends it, 6 s (over the 5 s limit), and an hour of
+    # silence as a 0.5 MB FLAC (refused from its header)
+    speech = np.interp(np.arange(0, len(samples), 1 / 3), np.arange(len(samples)), samples).astype(np.float32)
+    sf.write(work / "chunk.wav", speech[:24000], 48000, subtype="PCM_16")
+    sf.write(work / "six-s.wav", np.zeros(6 * 48000, np.float32), 48000, subtype="PCM_16")
+    with sf.SoundFile(work / "hour.flac", "w", samplerate=SAMPLE_RATE, channels=1, format="FLAC") as out:
+        for _ in range(60):
+            out.write(np.zeros(60 * SAMPLE_RATE, np.float32))
+    return {"clip": Path(test[0].audio), "long": work / "long.wav", "bad": work / "notes.wav", "playlist": playlist,
+            "chunk": work / "chunk.wav", "six_s": work / "six-s.wav", "hour": work / "hour.flac"}  # fmt: skip
 
 
 class Server:
     """app.py's page in a child process, with its temp dirs under `temp` and its RSS sampled."""
 
-    def __init__(self, model_dir: str, backend: str, temp: Path, cache: tuple[float, float]):
+    def __init__(self, model_dir: str, backend: str, temp: Path, cache: tuple[float, float], live_idle_s: float):
         self.port, self.temp = free_port(), temp
         env = {
             **os.environ,
@@ -99,7 +112,7 @@ class Server:
             "TMPDIR": str(temp),
             "GRADIO_ANALYTICS_ENABLED": "False",
         }
-        cmd = [sys.executable, "-c", SERVER, model_dir, backend, str(self.port), *map(str, cache)]
+        cmd = [sys.executable, "-c", SERVER, model_dir, backend, str(self.port), *map(str, cache), str(live_idle_s)]
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
@@ -220,6 +233,7 @@ class LiveClient:
         self.answers: list[tuple[str, float]] = []  # (status line, when), in order
         self.arrived = threading.Condition()
         self.stop_listening = threading.Event()
+        self.listener = None
 
     def send(self, chunk: Path) -> int:
         """Upload `chunk` and hand it to the stream; the HTTP status of the first request that was refused, or 200."""
@@ -243,6 +257,7 @@ class LiveClient:
             with httpx.stream(
                 "GET", f"{self.url}/gradio_api/queue/data", params={"session_hash": self.session}, timeout=None
             ) as stream:
+                self.listener = stream
                 for line in stream.iter_lines():
                     if self.stop_listening.is_set():
                         return
@@ -258,7 +273,7 @@ class LiveClient:
                         with self.arrived:
                             self.answers.append((f"error: {output}"[:300], time.monotonic()))
                             self.arrived.notify_all()
-        except httpx.HTTPError:
+        except Exception:  # noqa: BLE001 (closed under it by `close`, or the server went away: no more answers)
             return
 
     def answer(self, count: int, timeout: float | None = None) -> str | None:
@@ -285,7 +300,50 @@ class LiveClient:
 
     def close(self) -> None:
         self.leave()
+        if self.listener is not None:  # so that the server can close without waiting for this connection
+            self.listener.close()
         self.http.close()
+
+
+LIVE_KINDS = ("live_hog", "live_vanish", "live_oversized", "live_playlist")
+LIVE_REFUSALS = {"live_oversized": "at most 5 s are taken", "live_playlist": "not an audio file"}
+
+
+def live_outcome(answer: str | None, expected: str | None = None) -> tuple[str, str]:
+    """(outcome, detail) of one live chunk's answer: answered (listening, or the message `expected`), busy, or error
+    (no answer, an error event, anything else: a playlist that was read would show its words)."""
+    if answer is None:
+        return "error", "no answer"
+    if "server is busy" in answer or "behind your speech" in answer:
+        return "busy", answer[:120]
+    if (expected and expected in answer) or (not expected and answer.startswith("🎙️ Listening")):
+        return "answered", answer[:120]
+    return "error", answer[:300]
+
+
+def one_live_client(kind: str, url: str, inputs: dict[str, Path], chunks: int, timeout: float) -> list[tuple[str, str]]:
+    """One live client's outcomes: a hog sends `chunks` chunks back to back, a vanishing one sends one and is never
+    heard from again (no Stop, no closed tab), the hostile ones send an hour-long FLAC and a 6 s chunk, or a
+    playlist, as chunks."""
+    client = LiveClient(url, timeout)
+    outcomes = []
+    try:
+        sends = {"live_hog": ["chunk"] * chunks, "live_vanish": ["chunk"], "live_oversized": ["hour", "six_s"],
+                 "live_playlist": ["playlist"]}[kind]  # fmt: skip
+        for count, name in enumerate(sends, start=1):
+            status = client.send(inputs[name])
+            if status != 200:
+                outcomes.append(("busy" if status == 429 else "error", f"HTTP {status}"))
+                break
+            outcomes.append(live_outcome(client.answer(count, timeout), LIVE_REFUSALS.get(kind)))
+    except (httpx.HTTPError, OSError) as err:
+        outcomes.append(("error", f"{type(err).__name__}: {err}"[:300]))
+    finally:
+        if kind == "live_vanish":
+            client.stop_listening.set()  # vanishes: its session is left for the idle sweep
+        else:
+            client.close()
+    return outcomes
 
 
 def one_request(kind: str, url: str, inputs: dict[str, Path], timeout: float) -> tuple[str, str]:
@@ -303,7 +361,16 @@ def one_request(kind: str, url: str, inputs: dict[str, Path], timeout: float) ->
 
 
 def run_load(
-    model_dir: str, backend: str, clients: int, requests: int, long_s: float, timeout: float, cache: tuple[float, float]
+    model_dir: str,
+    backend: str,
+    clients: int,
+    requests: int,
+    long_s: float,
+    timeout: float,
+    cache: tuple[float, float],
+    live_clients: int = 8,
+    live_chunks: int = 20,
+    live_idle_s: float = 30.0,
 ) -> dict:
     """Start the server, run the clients, wait out the cache window; the figures as a dict."""
     with tempfile.TemporaryDirectory(prefix="svwhisper-load-") as scratch:
@@ -311,7 +378,7 @@ def run_load(
         work.mkdir()
         temp.mkdir()
         inputs = make_inputs(work, long_s)
-        server = Server(model_dir, backend, temp, cache)
+        server = Server(model_dir, backend, temp, cache, live_idle_s)
         try:
             ready_s = server.wait_ready()
             jobs = [(c, KINDS[(c + r) % len(KINDS)]) for c in range(clients) for r in range(requests)]
@@ -324,14 +391,34 @@ def run_load(
                 outcome, detail = one_request(job[1], server.url, inputs, left)
                 return job[1], outcome, detail, time.monotonic() - started
 
+            live_jobs = [LIVE_KINDS[c % len(LIVE_KINDS)] for c in range(live_clients)]
+            live: dict[str, int] = {}
+
+            def live_of(kind: str) -> list[tuple[str, str, str]]:
+                left = max(1.0, deadline - time.monotonic())
+                return [(kind, *o) for o in one_live_client(kind, server.url, inputs, live_chunks, min(60.0, left))]
+
             started = time.monotonic()
-            with ThreadPoolExecutor(clients) as pool:
+            with ThreadPoolExecutor(clients) as pool, ThreadPoolExecutor(max(1, live_clients)) as live_pool:
+                live_results = live_pool.map(live_of, live_jobs)  # submitted now: they run beside the uploads
                 for kind, outcome, detail, seconds in pool.map(work_of, jobs):
                     outcomes[outcome] = outcomes.get(outcome, 0) + 1
                     if outcome in ("answered", "refused"):
                         latencies.append(seconds)
                     examples.setdefault(f"{kind}:{outcome}", detail)
+                for outcome_list in live_results:
+                    for kind, outcome, detail in outcome_list:
+                        live[outcome] = live.get(outcome, 0) + 1
+                        examples.setdefault(f"{kind}:{outcome}", detail)
             load_s = time.monotonic() - started
+            # The vanished live clients hold their places until the idle sweep: then a new client is served.
+            swept_s = None
+            waited = time.monotonic()
+            while swept_s is None and time.monotonic() - waited < live_idle_s + 30:
+                if one_live_client("live_hog", server.url, inputs, 1, 60.0)[0][0] == "answered":
+                    swept_s = round(time.monotonic() - waited, 1)
+                else:
+                    time.sleep(1.0)
             # Then each kind once on the idle queue: under load any of them may be told "busy"; here none may be.
             quiet = {}
             for kind in KINDS:
@@ -354,6 +441,13 @@ def run_load(
         "busy": outcomes.get("busy", 0),
         "refused_direct_route": outcomes.get("refused", 0),
         "errors": outcomes.get("error", 0),
+        "live_clients": live_clients,
+        "live_chunks": sum(live.values()),
+        "live_answered": live.get("answered", 0),
+        "live_busy": live.get("busy", 0),
+        "live_errors": live.get("error", 0),
+        "live_idle_s": live_idle_s,
+        "live_served_again_after_s": swept_s,
         "http_500_in_server_log": stderr.count(" 500 ") + stderr.count("Traceback"),
         "p50_latency_s": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
         "p95_latency_s": round(float(np.percentile(latencies, 95)), 2) if latencies else None,
@@ -379,15 +473,21 @@ def main() -> None:
     parser.add_argument("--long-s", type=float, default=180.0, help="length of the long recording (s)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole load")
     parser.add_argument("--cache", type=float, nargs=2, default=(10.0, 60.0), help="the page's cache window (s)")
+    parser.add_argument("--live-clients", type=int, default=8, help="live clients beside the upload clients")
+    parser.add_argument("--live-chunks", type=int, default=20, help="chunks a hogging live client sends")
+    parser.add_argument("--live-idle-s", type=float, default=30.0, help="the page's app.live.idle_s")
     args = parser.parse_args()
     model_dir = args.model_dir or str(
         REPO / default_model_dir(args.backend, load_params(Paths, "paths", REPO / "params.yaml"))
     )
     result = run_load(
-        model_dir, args.backend, args.clients, args.requests, args.long_s, args.timeout, tuple(args.cache)
-    )
+        model_dir, args.backend, args.clients, args.requests, args.long_s, args.timeout, tuple(args.cache),
+        args.live_clients, args.live_chunks, args.live_idle_s,
+    )  # fmt: skip
     result["targets_met"] = (
         result["errors"] == 0
+        and result["live_errors"] == 0
+        and result["live_served_again_after_s"] is not None
         and result["http_500_in_server_log"] == 0
         and result["rss_growth_mb"] < 1024
         and result["files_left"] == 0

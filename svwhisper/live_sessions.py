@@ -17,6 +17,7 @@ import soxr
 
 from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio_at_own_rate, to_float_mono
 from svwhisper.params import AppParams
+from svwhisper.periodic import run_every
 from svwhisper.streaming import StreamingTranscriber
 from svwhisper.timing import Word
 
@@ -191,11 +192,4 @@ class LiveSessions:
 
     def sweep_every(self, seconds: float) -> threading.Event:
         """Sweep from a daemon thread every `seconds`; set the event to stop it."""
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(seconds):
-                self.sweep()
-
-        threading.Thread(target=loop, name="live-sweeper", daemon=True).start()
-        return stop
+        return run_every(seconds, self.sweep, "live-sweeper")

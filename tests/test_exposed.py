@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 import app
-from conftest import REPO
+from conftest import REPO, free_port
 from svwhisper.audio import SAMPLE_RATE, AudioError, load_audio
 
 TONE = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
@@ -36,12 +36,6 @@ def encode(path: Path, container: str, codec: str, rate: int = SAMPLE_RATE) -> P
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             out.mux(packet)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

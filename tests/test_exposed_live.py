@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 import app
-from conftest import REPO
+from conftest import REPO, free_port
 from svwhisper.audio import SAMPLE_RATE
 from svwhisper.params import AppParams, LiveParams
 
@@ -36,12 +36,6 @@ def load_benchmark():
 
 
 LiveClient = load_benchmark().LiveClient
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -271,3 +265,54 @@ def test_a_session_whose_client_leaves_stops_decoding_within_one_step(serve, tin
     client.close()
     assert not live_workers()
     assert ended < 2.0, f"the worker went on decoding for {ended:.1f} s after its client left"
+
+
+# --- a stopped server leaves nothing in /tmp ---
+
+
+def test_a_new_page_removes_the_output_roots_of_servers_that_are_gone(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{app.ROOT_PREFIX}{int(gone.stdout)}-abc123"  # a server killed with -9
+    (dead / "request-x").mkdir(parents=True)
+    (dead / "request-x" / "transcript.srt").write_text("1\n")
+    running = tmp_path / f"{app.ROOT_PREFIX}{os.getppid()}-def456"  # a server that still runs
+    running.mkdir()
+    outputs = app.OutputDirs()
+    assert not dead.exists() and running.is_dir() and outputs.root.is_dir()
+    assert outputs.root.name.startswith(f"{app.ROOT_PREFIX}{os.getpid()}-")
+    outputs.close()
+
+
+@pytest.mark.slow
+def test_a_page_stopped_by_sigterm_removes_its_output_root(tiny_repo, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+           "GRADIO_ANALYTICS_ENABLED": "False"}  # fmt: skip
+    cmd = [sys.executable, "app.py", "--backend", "ctranslate2", "--model", str(tiny_repo / "models/ct2")]
+    server = subprocess.Popen([*cmd, "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        roots = list(tmp_path.glob(f"{app.ROOT_PREFIX}{server.pid}-*"))
+        assert len(roots) == 1, list(tmp_path.iterdir())
+        server.send_signal(signal.SIGTERM)  # as systemd, docker stop and a Space's restart stop it
+        assert server.wait(60) == 0, server.stderr.read()[-2000:]  # closed as after Ctrl-C, not killed
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert not roots[0].exists(), "the output root outlived the server"

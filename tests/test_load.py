@@ -19,8 +19,9 @@ def load_benchmark():
 def test_many_clients_polite_and_hostile_get_answers_or_busy_never_errors_and_leave_no_files(tiny_repo):
     benchmark = load_benchmark()
     result = benchmark.run_load(
-        str(tiny_repo / "models/final"), "transformers", clients=24, requests=2, long_s=60, timeout=400, cache=(2, 4)
-    )
+        str(tiny_repo / "models/final"), "transformers", clients=24, requests=2, long_s=60, timeout=400, cache=(2, 4),
+        live_clients=8, live_chunks=10, live_idle_s=3.0,
+    )  # fmt: skip
     summary = {k: v for k, v in result.items() if k != "examples"}
     assert result["errors"] == 0 and result["http_500_in_server_log"] == 0, result
     kinds = benchmark.KINDS
@@ -35,4 +36,8 @@ def test_many_clients_polite_and_hostile_get_answers_or_busy_never_errors_and_le
     }
     assert result["quiet"] == expected, summary
     assert result["rss_growth_mb"] < 1024, summary  # one request decodes at a time, whatever the number of clients
-    assert result["files_left"] == 0, result["files_left_examples"]
+    assert result["files_left"] == 0, result["files_left_examples"]  # the live chunks' uploads too
+    # live clients beside them: hogs, vanishing clients, an hour-long FLAC, a 6 s chunk and a playlist as chunks
+    assert result["live_errors"] == 0, summary
+    assert result["live_chunks"] == 2 * (10 + 1 + 2 + 1) and result["live_answered"] >= 4, summary
+    assert result["live_served_again_after_s"] is not None, summary  # the vanished clients' places were freed

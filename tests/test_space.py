@@ -7,7 +7,6 @@ backends. The push is tested with huggingface_hub.HfApi replaced by a recorder, 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import MAX_CLIP_CER, NO_BROWSER, REPO, clip_cer, lay_into_hub_cache, transcribe_in_chromium
+from conftest import MAX_CLIP_CER, NO_BROWSER, REPO, clip_cer, free_port, lay_into_hub_cache, transcribe_in_chromium
 from svwhisper import publish, space
 from svwhisper.space import SpaceError
 
@@ -64,12 +63,6 @@ def only_these_packages(names, dest: Path) -> Path:
             if not (dest / top).exists():
                 (dest / top).symlink_to(Path(dist.locate_file(top)))
     return dest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=["ctranslate2", "transformers"])

@@ -196,7 +196,6 @@ def sweep_dead_roots(temp: Path) -> list[Path]:
 
 LIVE_LINES_SHOWN = 40  # the live box shows the last lines; the downloads hold the whole session
 STOP_WAIT_S = 60.0  # how long Stop waits for a session's worker to decode what it still holds
-LIVE_CHUNK_S = 0.5  # the browser sends the microphone's audio in files of this length
 MAX_BEHIND_S = 30.0  # audio a session's worker may have waiting; past that, chunks are refused with a message
 
 
@@ -342,7 +341,6 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
             inputs=microphone,
             outputs=[status, committed, tentative],
             time_limit=int(params.live.max_session_s) + 60,
-            stream_every=LIVE_CHUNK_S,
             concurrency_limit=None,  # a stream waiting for its next chunk holds no slot: LiveSessions bounds them
             show_progress="hidden",
             api_name="live",

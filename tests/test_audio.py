@@ -43,3 +43,16 @@ def test_undecodable_input_raises_audio_error_naming_the_file(tmp_path, content)
 def test_missing_file_raises_audio_error(tmp_path):
     with pytest.raises(AudioError, match="nothere.mp3"):
         load_audio(tmp_path / "nothere.mp3")
+
+
+def test_a_chunk_decodes_at_its_own_rate_with_the_same_caps(tmp_path):
+    from svwhisper.audio import AudioTooLong, load_audio_at_own_rate
+
+    t = np.arange(48000) / 48000
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 440 * t)], axis=1)
+    sf.write(tmp_path / "chunk.wav", stereo.astype(np.float32), 48000, subtype="PCM_16")
+    rate, mono = load_audio_at_own_rate(tmp_path / "chunk.wav", max_duration_s=5.0)
+    assert rate == 48000 and len(mono) == 48000  # not resampled: the session resamples its chunks as one stream
+    assert abs(np.abs(mono).max() - 0.2) < 0.01  # the mean of the two channels
+    with pytest.raises(AudioTooLong):  # refused from the header, as load_audio does
+        load_audio_at_own_rate(tmp_path / "chunk.wav", max_duration_s=0.5)

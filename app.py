@@ -112,15 +112,27 @@ def transcribe(audio, model: Model | str | None = None, params: AppParams | None
         return Result(message=str(err))
     if max(samples.max(), -samples.min()) < SILENCE_PEAK:  # no |samples| copy: a 3 h recording is 690 MB
         return Result(message="the recording is silent")
+    spec = "" if isinstance(model, Model) else str(model or model_spec(params))
     try:
-        model = model if isinstance(model, Model) else served_model(str(model or model_spec(params)), params.backend)
+        model = model if isinstance(model, Model) else served_model(spec, params.backend)
     except ModelError as err:
-        return Result(message=str(err))
+        return Result(message=without_server_paths(str(err), spec))
     backend = cached_backend(params.backend, str(model.path))
     segments = transcribe_samples(samples, backend, params.batch_size, progress, params.decoding, params.chunker)
     if not segments:
         return Result(message="no speech recognised in the recording")
     return Result(text=" ".join(s.text for s in segments), segments=segments)
+
+
+def without_server_paths(text: str, spec: str) -> str:
+    """`text` with the model folder `spec` (as written, or resolved) shown by its name alone: a client learns
+    what is missing, not where the server keeps it."""
+    if not looks_like_path(spec):
+        return text  # a Hub id is public
+    folder = Path(spec).expanduser()
+    for shown in sorted({str(folder.resolve()), str(folder), spec}, key=len, reverse=True):
+        text = text.replace(shown, folder.name)
+    return text
 
 
 def page_outputs(result: Result, out_dir: Path) -> tuple[str, list[list], str | None, str | None, str | None]:
@@ -257,8 +269,10 @@ def build_demo(model: Model | str, params: AppParams, delete_cache: tuple[float,
         try:
             rate, samples = sessions.decode(chunk)
             session = sessions.start(request.session_hash, new_session)
-        except (AudioError, ModelError) as err:
+        except AudioError as err:
             return f"⚠️ {err}", gr.skip(), gr.skip()
+        except ModelError as err:
+            return f"⚠️ {without_server_paths(str(err), str(model))}", gr.skip(), gr.skip()
         if session is None:
             return busy_message(params), gr.skip(), gr.skip()
         if session.failure:

@@ -64,10 +64,15 @@ def test_direct_posts_to_the_api_routes_are_refused_and_the_queue_still_serves(s
     assert text.startswith("⚠️") and "no audio" in text
 
 
-def test_the_page_shows_the_models_name_not_where_the_server_keeps_it(served):
+def test_the_page_shows_the_models_name_not_where_the_server_keeps_it(served, tmp_path):
     url, demo = served
     config = httpx.get(f"{url}/config", timeout=30).text
     assert "`final`" in config and "secret-server-dir" not in config
+    from gradio_client import Client, handle_file
+
+    sf.write(tmp_path / "tone.wav", TONE, SAMPLE_RATE)  # a request that reaches the missing model
+    text = Client(url, verbose=False).predict(handle_file(str(tmp_path / "tone.wav")), api_name="/transcribe")[0]
+    assert "no model in final" in text and "secret-server-dir" not in text, text
 
 
 # --- requests never remove each other's files ---

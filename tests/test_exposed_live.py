@@ -99,6 +99,17 @@ def test_a_playlist_sent_as_a_live_chunk_is_refused_and_never_opens_the_file_it_
     assert str(tmp_path) not in answer
 
 
+def test_a_live_chunk_to_a_page_without_its_model_names_the_folder_not_its_path(serve, tmp_path):
+    url, _ = serve(str(tmp_path / "secret-server-dir" / "final"), AppParams())
+    client = LiveClient(url, timeout=30)
+    try:
+        assert client.send(wav(tmp_path / "c.wav", 0.5)) == 200
+        answer = client.answer(1, timeout=30)
+    finally:
+        client.close()
+    assert answer is not None and "no model in final" in answer and "secret-server-dir" not in answer, answer
+
+
 def rss_mb() -> float:
     status = Path("/proc/self/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024

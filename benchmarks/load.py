@@ -299,6 +299,12 @@ class LiveClient:
         self.stop_listening.set()
 
     def close(self) -> None:
+        """Stop streaming (as the page's Stop does), leave, and drop the connections."""
+        if self.event is not None:
+            try:
+                self.http.post(f"/gradio_api/stream/{self.event}/close")
+            except httpx.HTTPError:
+                pass
         self.leave()
         if self.listener is not None:  # so that the server can close without waiting for this connection
             self.listener.close()

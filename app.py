@@ -386,7 +386,10 @@ def main() -> None:
         raise SystemExit(f"app: {err}") from None
     cached_backend(args.backend, str(model.path))  # load before serving, so the first request is not slow
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped like Ctrl-C: the server closes, atexit runs
-    build_demo(model, params).launch(**launch_options(params, args.host, args.port))
+    try:
+        build_demo(model, params).launch(**launch_options(params, args.host, args.port))
+    except KeyboardInterrupt:  # stopped while it was still starting: atexit removes what it made all the same
+        pass
 
 
 def launch_options(params: AppParams, host: str, port: int) -> dict:

@@ -255,8 +255,8 @@ def live_workers() -> list[threading.Thread]:
 def test_a_session_whose_client_leaves_stops_decoding_within_one_step(serve, tiny_repo, tmp_path, monkeypatch):
     from svwhisper.streaming import StreamingTranscriber, Update
 
-    def slow_feed(self, samples):  # 0.4 s of work per second of audio: 20 s queued is 8 s to decode
-        time.sleep(0.4 * len(samples) / SAMPLE_RATE)
+    def slow_feed(self, samples):  # 1 s of work per second of audio: the 20 s sent take 20 s to decode
+        time.sleep(len(samples) / SAMPLE_RATE)
         self.received += len(samples)
         return Update()
 
@@ -268,14 +268,15 @@ def test_a_session_whose_client_leaves_stops_decoding_within_one_step(serve, tin
         assert client.send(wav(tmp_path / f"c{count}.wav", 4.9)) == 200
         assert client.answer(count) is not None
     assert live_workers(), "no session was made"
-    client.leave()  # the tab is closed with some 15 s of audio still queued
+    client.leave()  # the tab is closed with some 18 s of audio still queued
     left = time.monotonic()
     while live_workers() and time.monotonic() - left < 20:
         time.sleep(0.05)
     ended = time.monotonic() - left
     client.close()
     assert not live_workers()
-    assert ended < 2.0, f"the worker went on decoding for {ended:.1f} s after its client left"
+    # the page hears of the closed tab within a second or two (Gradio's heartbeat), then the worker ends its step
+    assert ended < 5.0, f"the worker went on decoding for {ended:.1f} s after its client left"
 
 
 # --- a stopped server leaves nothing in /tmp ---
@@ -307,22 +308,20 @@ def test_a_page_stopped_by_sigterm_removes_its_output_root(tiny_repo, tmp_path):
 
     port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
-           "GRADIO_ANALYTICS_ENABLED": "False"}  # fmt: skip
+           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}  # fmt: skip
     cmd = [sys.executable, "app.py", "--backend", "ctranslate2", "--model", str(tiny_repo / "models/ct2")]
-    server = subprocess.Popen([*cmd, "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([*cmd, "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        while time.monotonic() < deadline and server.poll() is None and "Running on" not in log.read_text():
+            time.sleep(0.5)  # its own line, not /config: another server may have taken the port meanwhile
+        assert server.poll() is None, log.read_text()[-2000:]
         roots = list(tmp_path.glob(f"{app.ROOT_PREFIX}{server.pid}-*"))
         assert len(roots) == 1, list(tmp_path.iterdir())
         server.send_signal(signal.SIGTERM)  # as systemd, docker stop and a Space's restart stop it
-        assert server.wait(60) == 0, server.stderr.read()[-2000:]  # closed as after Ctrl-C, not killed
+        assert server.wait(60) == 0, log.read_text()[-2000:]  # closed as after Ctrl-C, not killed
     finally:
         if server.poll() is None:
             server.kill()

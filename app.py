@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svwhisper.atomic import is_running
+from svwhisper.atomic import sweep_dead
 from svwhisper.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, to_mono_16k
 from svwhisper.backend import default_model_dir
 from svwhisper.hub import Model, ModelError, looks_like_path, resolve
@@ -169,7 +169,7 @@ class OutputDirs:
 
     def __init__(self, root: Path | None = None, max_age_s: float = 3600.0):
         if root is None:
-            sweep_dead_roots(Path(tempfile.gettempdir()))
+            sweep_dead(Path(tempfile.gettempdir()), ROOT_NAME)  # roots of servers killed before `close`
             root = tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -195,15 +195,6 @@ class OutputDirs:
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def sweep_dead_roots(temp: Path) -> list[Path]:
-    """Remove the output roots in `temp` of page servers that are no longer running; the ones removed."""
-    named = [(p, ROOT_NAME.fullmatch(p.name)) for p in temp.iterdir()]
-    dead = [p for p, m in named if m and p.is_dir() and not is_running(int(m[1]))]
-    for root in dead:
-        shutil.rmtree(root, ignore_errors=True)
-    return dead
 
 
 LIVE_LINES_SHOWN = 40  # the live box shows the last lines; the downloads hold the whole session

@@ -60,15 +60,20 @@ def is_running(pid: int) -> bool:
     return True
 
 
-def sweep_stale(target: Path) -> list[Path]:
-    """Remove the temporaries of `target` left by writers that are no longer running; the ones removed."""
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\..*\.(tmp|old)$")
+def sweep_dead(folder: Path, pattern: re.Pattern) -> list[Path]:
+    """Remove the files and dirs in `folder` whose whole name `pattern` matches with, as its first group, the pid of
+    a process that is no longer running; the ones removed."""
     removed = []
-    for entry in target.parent.iterdir() if target.parent.is_dir() else []:
-        if (match := pattern.match(entry.name)) and not is_running(int(match.group(1))):
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        if (match := pattern.fullmatch(entry.name)) and not is_running(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
+
+
+def sweep_stale(target: Path) -> list[Path]:
+    """Remove the temporaries of `target` left by writers that are no longer running; the ones removed."""
+    return sweep_dead(target.parent, re.compile(rf"\.{re.escape(target.name)}\.(\d+)\..*\.(tmp|old)"))
 
 
 def _temp_name(target: Path) -> dict:

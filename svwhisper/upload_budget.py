@@ -12,6 +12,7 @@ import collections
 import re
 import threading
 import time
+from typing import NamedTuple
 
 # What one stored file costs at least (its inode, its dir, a block): a 0.1 s microphone chunk (48 kHz 16-bit WAV,
 # 9.6 kB) costs its size, a thousand empty files 8 MB
@@ -20,12 +21,11 @@ FILES_PER_REQUEST = 1  # the page's components upload one file a request
 BUSY = "the server holds as many uploads as it can for now: try again in a few minutes"
 
 
-class Refused(Exception):
-    """A body refused while it arrives: (status, line)."""
+class Refused(NamedTuple):
+    """Why a body was refused while it arrived: the status and the line the client gets."""
 
-    def __init__(self, status: int, text: str):
-        super().__init__(text)
-        self.status, self.text = status, text
+    status: int
+    text: str
 
 
 class BodyBudget:

@@ -26,6 +26,7 @@ from svwhisper.data import FeatureSplit, SpeechCollator
 from svwhisper.paramfile import PARAMS_FILE, ParamsError, load_params
 from svwhisper.params import RemoteParams, TrainParams
 from svwhisper.remote import CheckpointMirror, fetch_run_from_remote
+from svwhisper.text import no_speech_token
 from svwhisper.trainer import (
     JointCTCTrainer,
     TrainStepDVCLive,
@@ -70,6 +71,17 @@ def dev_split(features: Path, params: TrainParams):
     return dev
 
 
+def collator_for(processor, model) -> SpeechCollator:
+    """The collator, told the no-speech token and the prompt decoding forces (see SpeechCollator)."""
+    prompt = tuple(processor.tokenizer("").input_ids[:-1])  # start, language, task, no timestamps: as featurize
+    return SpeechCollator(
+        processor.feature_extractor.nb_max_frames,
+        model.config.decoder_start_token_id,
+        no_speech_token(processor.tokenizer),
+        prompt,
+    )
+
+
 def report_kept(run_dir: Path) -> None:
     kept = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file()) / 1e6
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -99,7 +111,7 @@ def main() -> None:
         args=training_args(params, run_dir, precision),
         train_dataset=FeatureSplit(args.features / "train"),
         eval_dataset=dev_split(args.features, params),
-        data_collator=SpeechCollator(processor.feature_extractor.nb_max_frames, model.config.decoder_start_token_id),
+        data_collator=collator_for(processor, model),
         processing_class=processor,
         compute_metrics=wer_metric(processor),
         callbacks=[TrainStepDVCLive(live=live, log_model=None), MarkComplete(args.dvclive), *filter(None, [mirror])],

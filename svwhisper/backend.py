@@ -21,6 +21,7 @@ import numpy as np
 from svwhisper.audio import SAMPLE_RATE
 from svwhisper.decoding import Candidate, DecodeOptions, decode_clips
 from svwhisper.model_files import missing_groups
+from svwhisper.text import no_speech_token
 
 # A chunk never holds more speech than its window: 15 tokens a second is about twice the fastest speech
 # (the sample corpus peaks at 8, fast conversational Swedish at about 10), so real text is never cut,
@@ -81,10 +82,7 @@ def special_ids(tokenizer, generation) -> tuple[list[int], int, int]:
     language = generation.language if generation.language.startswith("<|") else f"<|{generation.language}|>"
     prompt = ["<|startoftranscript|>", language, f"<|{generation.task}|>", "<|notimestamps|>"]
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    no_speech = tokenizer.convert_tokens_to_ids("<|nospeech|>")
-    if no_speech in (None, eot, tokenizer.unk_token_id):  # older multilingual vocabularies name it so
-        no_speech = tokenizer.convert_tokens_to_ids("<|nocaptions|>")
-    return tokenizer.convert_tokens_to_ids(prompt), eot, no_speech
+    return tokenizer.convert_tokens_to_ids(prompt), eot, no_speech_token(tokenizer)
 
 
 def usable_cores() -> int:

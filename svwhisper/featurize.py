@@ -14,7 +14,8 @@ from svwhisper.atomic import atomic_dir
 from svwhisper.audio import load_audio
 from svwhisper.augment import augment
 from svwhisper.logmel import compact_log_mel
-from svwhisper.params import AugmentParams, FeaturizeParams, TextParams
+from svwhisper.nonspeech import corpus_edges, count_for, generate, target_ids
+from svwhisper.params import NONSPEECH_KINDS, AugmentParams, FeaturizeParams, NonspeechParams, TextParams
 from svwhisper.text import label_text
 
 CHUNKS_PER_WORKER = 4  # a split is cut into this many chunks per worker: small chunks keep the workers evenly busy
@@ -103,9 +104,11 @@ def featurize_split(
     text: TextParams,
     max_label_len: int,
     augmented: bool = False,
+    extra: pd.DataFrame | None = None,
 ) -> tuple[int, int]:
     """One prepared Parquet file -> `out_dir/part-NNNNN.parquet` shards, whole or not at all (written to a temp
-    dir beside it, then renamed); returns (rows, shards). `augmented`: add `params.augment`'s copies (train)."""
+    dir beside it, then renamed); returns (rows, shards). `augmented`: add `params.augment`'s copies (train);
+    `extra`: rows in this format (the non-speech clips of `nonspeech_table`), written as the last shard."""
     pool = ProcessPoolExecutor(params.num_proc, initializer=_one_thread) if params.num_proc > 1 else None
     clips = shards = 0
     try:
@@ -122,7 +125,41 @@ def featurize_split(
                 )
                 table.to_parquet(partial / f"part-{shards:05d}.parquet", index=False, compression="zstd")
                 clips, shards = clips + len(table), shards + 1
+            if extra is not None and len(extra):
+                extra.to_parquet(partial / f"part-{shards:05d}.parquet", index=False, compression="zstd")
+                clips, shards = clips + len(extra), shards + 1
     finally:
         if pool is not None:
             pool.shutdown()
     return clips, shards
+
+
+def nonspeech_table(
+    prepared: Path, split: str, count: int, params: NonspeechParams, processor, held_out: bool
+) -> pd.DataFrame:
+    """`count` non-speech clips for `split` (svwhisper.nonspeech) as feature rows with the no-speech target and an
+    empty sentence. A held-out set (dev, test) takes every kind in turn and fills the window; the training clips
+    draw from `params.kinds`. The corpus kind cuts the silent edges of `prepared`'s own clips."""
+    extractor = processor.feature_extractor
+    kinds = NONSPEECH_KINDS if held_out else params.kinds
+    edges = corpus_edges(prepared) if "corpus" in kinds else []
+    clips = generate(split, count, params.seed, extractor.chunk_length, kinds, edges, full_window=held_out)
+    features = [compact_log_mel(samples, extractor) for _, _, samples in clips]
+    target = np.asarray(target_ids(processor.tokenizer), dtype=np.int32)
+    return pd.DataFrame(
+        {
+            "id": [clip_id for clip_id, _, _ in clips],
+            "sentence": [""] * len(clips),
+            "duration_s": [round(len(samples) / extractor.sampling_rate, 3) for _, _, samples in clips],
+            "features": [f.tobytes() for f in features],
+            "n_frames": [f.shape[0] for f in features],
+            "n_mels": [f.shape[1] for f in features],
+            "labels": [target] * len(clips),
+        }
+    )
+
+
+def training_nonspeech(prepared: Path, params: NonspeechParams, processor) -> pd.DataFrame | None:
+    """The non-speech rows mixed into the training split at `params.share`, or None when the share is 0."""
+    count = count_for(pq.ParquetFile(prepared).metadata.num_rows, params.share)
+    return nonspeech_table(prepared, "train", count, params, processor, held_out=False) if count else None

@@ -14,6 +14,7 @@ from pathlib import Path
 from svwhisper.paramfile import ParamsRangeError, at_least, one_of, within
 
 SPLITS = ("train", "dev", "test")
+HELD_OUT_NONSPEECH = {"dev": "dev_nonspeech", "test": "test_nonspeech"}  # feature dirs of the non-speech sets
 PACKAGED_BASE = "packaged:openai/whisper-base"  # model.name of OpenAI Whisper base from the verified packages
 BACKENDS = ("transformers", "ctranslate2")
 CHUNKERS = ("vad", "energy")
@@ -197,6 +198,10 @@ class ModelParams:
 
 
 AUGMENTATIONS = ("tempo", "noise", "telephone", "gain")  # the order they are applied in, whatever the list's
+# kinds of non-speech clip (svwhisper.nonspeech): noise colours, mains hum, tones, clicks, music-like chords, room tone,
+# breaths, dithered digital silence, and the speech-free edges of the split's own clips
+NONSPEECH_KINDS = ("white", "pink", "brown", "blue", "hum", "tone", "clicks", "chords", "room", "breath", "dither")
+NONSPEECH_KINDS += ("corpus",)
 
 
 def _range(params, key: str, low: float, high: float) -> None:
@@ -231,10 +236,29 @@ class AugmentParams:
 
 
 @dataclass(frozen=True)
+class NonspeechParams:
+    """`featurize.nonspeech`: non-speech clips with Whisper's no-speech target in training, and held-out sets."""
+
+    share: float = 0.1  # of the training rows (0 = none); each clip's target is <|nocaptions|>
+    kinds: tuple[str, ...] = NONSPEECH_KINDS  # which kinds the training clips are drawn from
+    seed: int = 0  # with the split and the clip's index, seeds every clip
+    eval_clips: int = 30  # held-out clips for dev and for test (every kind in turn, the whole window long)
+
+    def check(self) -> None:
+        unknown = sorted(set(self.kinds) - set(NONSPEECH_KINDS))
+        if unknown or not self.kinds:
+            raise ParamsRangeError("kinds", f"unknown {unknown or 'none given'}: choose from {list(NONSPEECH_KINDS)}")
+        within(self, 0.0, 0.5, "share")
+        at_least(self, 0, "seed")
+        at_least(self, 1, "eval_clips")
+
+
+@dataclass(frozen=True)
 class FeaturizeParams:
     shard_size: int = 2000  # clips per output shard
     num_proc: int = 2  # worker processes computing log-mel
     augment: AugmentParams = AugmentParams()
+    nonspeech: NonspeechParams = NonspeechParams()
 
     def check(self) -> None:
         at_least(self, 1, "shard_size", "num_proc")
@@ -263,6 +287,7 @@ class TrainParams:
     gradient_checkpointing: bool = False
     eval_max_samples: int = 0
     freeze_encoder: bool = False
+    freeze_encoder_layers: int = 0  # > 0: the convolutional front end and this many lowest encoder layers are frozen
     lora_rank: int = 0
     lora_alpha: int = 64
     lora_dropout: float = 0.05
@@ -282,6 +307,7 @@ class TrainParams:
         at_least(self, 1, "gradient_accumulation_steps", "eval_batch_size", "generation_max_length")
         at_least(self, 0, "dataloader_workers")
         at_least(self, 0, "warmup_steps", "weight_decay", "eval_max_samples", "lora_rank", "seed")
+        at_least(self, 0, "freeze_encoder_layers")
         if not self.lora_alpha > 0:
             raise ParamsRangeError("lora_alpha", f"must be > 0, got {self.lora_alpha}")
         one_of(self, "precision", ("auto", "fp32", "fp16", "bf16"))
@@ -291,6 +317,10 @@ class TrainParams:
                 "launcher",
                 f"must be python, torchrun or accelerate launch followed by --options only (it becomes part of a "
                 f"shell command), got {self.launcher!r}",
+            )
+        if self.freeze_encoder_layers and (self.freeze_encoder or self.lora_rank):
+            raise ValueError(
+                "freeze_encoder_layers freezes part of the encoder: set freeze_encoder: false, lora_rank: 0"
             )
         if self.lora_rank and (self.freeze_encoder or self.ctc_weight):
             # LoRA already freezes every base weight; these flags belong to full fine-tuning
@@ -376,6 +406,7 @@ class LiveParams:
     max_sessions: int = 2  # live sessions the page serves at once; one more is told the server is busy
     max_session_s: float = 3600.0  # a live session ends after this much audio
     idle_s: float = 30.0  # a session that sends no audio for this long is ended and its place freed
+    vad: bool = True  # Silero VAD keeps non-speech from the model; False: every step decodes, the no-speech rule alone
 
     def check(self) -> None:
         within(self, 0.1, 2.0, "step_s")

@@ -16,11 +16,11 @@ from tqdm import tqdm
 
 from svwhisper import whisper_base
 from svwhisper.decoding import decode_clips
-from svwhisper.hf_backend import TransformersBackend
 from svwhisper.metrics import error_rates
 from svwhisper.modeling import load_pretrained, set_language_and_task
 from svwhisper.paramfile import ParamsRangeError, at_least, one_of
 from svwhisper.params import QUANTIZATIONS, SAFE_PATH, DecodeOptions
+from svwhisper.robustness import GREEDY, nonspeech_measures, speech_measures
 
 RELEASED_WINDOW_S = 30
 DECODERS = ("faster_whisper", "transformers")  # metrics keys and TSV columns
@@ -98,13 +98,20 @@ def by_faster_whisper(model: str, clips, options: DecodeOptions, language: str, 
     return texts
 
 
-def by_transformers(model_dir: Path, clips, options: DecodeOptions, batch_size: int) -> list[str]:
-    """Each clip's text from our transformers backend (svwhisper.decoding, as evaluate decodes)."""
-    backend = TransformersBackend(model_dir)
-    texts = []
-    for start in tqdm(range(0, len(clips), batch_size), desc="peers transformers", unit="batch"):
-        texts += [h.text for h in decode_clips(backend, clips[start : start + batch_size], options)]
-    return texts
+def by_transformers(backend, clips, options: DecodeOptions, batch_size: int, name: str = "transformers") -> list:
+    """Each clip's Hypothesis from our transformers backend (svwhisper.decoding, as evaluate decodes)."""
+    hyps = []
+    for start in tqdm(range(0, len(clips), batch_size), desc=f"peers {name}", unit="batch"):
+        hyps += decode_clips(backend, clips[start : start + batch_size], options)
+    return hyps
+
+
+def released_robustness(backend, nonspeech, speech_hyps, speech, options: DecodeOptions, batch_size: int) -> dict:
+    """svwhisper.robustness's measures of the released model through our decoder: the held-out `nonspeech` clips
+    decoded with `options` (no VAD), and the `speech` clips whose `options` results are `speech_hyps`, greedily."""
+    silent = by_transformers(backend, nonspeech, options, batch_size, "non-speech")
+    greedy = by_transformers(backend, speech, GREEDY, batch_size, "greedy")
+    return nonspeech_measures(silent) | speech_measures(speech_hyps, greedy, options)
 
 
 def scores(references: list[str], hyps: list[str]) -> dict:

@@ -18,7 +18,9 @@ How (the anchors: ufal/whisper_streaming's LocalAgreement-2, and the offline pat
 - Audio waits in a buffer that starts at the first sample not yet dealt with. After every `step_s` of new audio
   (counted from the stream's start, so the result does not depend on how the audio was cut into pieces), Silero VAD
   looks for speech in it (svwhisper.vad.speech_regions). Audio without speech is dropped, but for its last PAD_S
-  where a voice may be starting: silence, noise and tones never reach the model.
+  where a voice may be starting: silence, noise and tones never reach the model. With `app.live.vad: false`
+  (`--no-vad`) the whole buffer is one open region: every step decodes it, and only the model's own P(no speech)
+  (the no-speech rule) keeps noise out of the captions, which is what a fine-tune must not unlearn.
 - A speech region that has ended (Silero's MIN_SILENCE_MS of non-speech after it) is decoded once, from PAD_S before
   it, with the app's decoding options (beam search, temperature fallback, the no-speech rule); its words past those
   committed already are committed, its audio is dropped, and its segment is closed.
@@ -124,6 +126,7 @@ class StreamingTranscriber:
         )
         self.window = int(backend.processor.feature_extractor.chunk_length * SAMPLE_RATE)
         self.step = int(live.step_s * SAMPLE_RATE)
+        self.vad = live.vad
         self.pad = int(PAD_S * SAMPLE_RATE)
         self.buffer = np.zeros(0, dtype=np.float32)
         self.origin = 0  # the stream's sample index of buffer[0]
@@ -172,7 +175,7 @@ class StreamingTranscriber:
     def _step(self, final: bool) -> list[Word]:
         committed: list[Word] = []
         while True:
-            regions = speech_regions(self.buffer, NO_LIMIT_S) if len(self.buffer) else []
+            regions = self._regions()
             if not regions:
                 self._drop(len(self.buffer) if final else max(0, len(self.buffer) - KEEP_S * SAMPLE_RATE))
                 self.tentative, self.after_cut = [], ""
@@ -193,6 +196,12 @@ class StreamingTranscriber:
             committed += self._open_step(0)
             if not final:
                 return committed
+
+    def _regions(self) -> list[tuple[int, int]]:
+        """The buffer's speech regions (samples): Silero VAD's, or without VAD the whole buffer as one open region."""
+        if not len(self.buffer):
+            return []
+        return speech_regions(self.buffer, NO_LIMIT_S) if self.vad else [(0, len(self.buffer))]
 
     def _open_step(self, start: int) -> list[Word]:
         """Decode the open region from `start`, commit what two hypotheses agree on, cut before the window fills."""
@@ -292,6 +301,9 @@ def main() -> None:
     parser.add_argument("--model", "--model-dir", help="a model folder or a Hub id (owner/name[@revision])")
     parser.add_argument("--step-s", type=float, default=app.live.step_s, help="decode the open speech this often")
     parser.add_argument("--live-beam-size", type=int, default=app.live.beam_size, help="beams for those decodes")
+    parser.add_argument(
+        "--no-vad", dest="vad", action="store_false", default=app.live.vad, help="no VAD: the no-speech rule alone"
+    )
     parser.add_argument("--srt", type=Path, help="at the end, write the session's SubRip subtitles here")
     parser.add_argument("--vtt", type=Path, help="at the end, write its WebVTT subtitles here")
     parser.add_argument("--json", type=Path, help="at the end, write its segments with every word's times here")
@@ -305,7 +317,7 @@ def main() -> None:
     from svwhisper.transcribe import load_backend
 
     try:
-        live_params = dataclasses.replace(app.live, step_s=args.step_s, beam_size=args.live_beam_size)
+        live_params = dataclasses.replace(app.live, step_s=args.step_s, beam_size=args.live_beam_size, vad=args.vad)
         try:
             live_params.check()
         except ParamsRangeError as err:  # named by the flag that set it

@@ -53,6 +53,20 @@ MODEL_CENTRIC = {
     ),
     "dropout-0.1": ("dropout 0.1", ["train.dropout=0.1"]),
     "window-8s": ("8 s audio window", ["model.chunk_length_s=8"]),
+    # more learning per CPU minute
+    "half-batch": (
+        "batch 8 for 240 steps: the same clips, twice the updates (warm-up and evals at the same share)",
+        ["train.batch_size=8", "train.max_steps=240", "train.warmup_steps=20"]
+        + ["train.eval_steps=80", "train.save_steps=80", "train.logging_steps=20"],
+    ),
+    "freeze-low": (
+        "the convolutional front end and the 2 lowest of 6 encoder layers frozen",
+        ["train.freeze_encoder_layers=2"],
+    ),
+    "dev-2-evals": (
+        "dev WER at steps 60 and 120 instead of 40, 80, 120",
+        ["train.eval_steps=60", "train.save_steps=60"],
+    ),
 }
 DATA_CENTRIC = {
     "aug-tempo": ("+ a time-stretched copy of each clip (0.9-1.1)", ["featurize.augment.transforms=[tempo]"]),
@@ -66,11 +80,17 @@ DATA_CENTRIC = {
     "data-25": ("25 % of the training clips", ["prepare.train_fraction=0.25"]),
     "data-50": ("50 % of the training clips", ["prepare.train_fraction=0.5"]),
     "labels-normalised": ("labels lower-cased, no punctuation", ["text.normalize_labels=true"]),
+    "no-nonspeech": (
+        "no non-speech clips in training (the recipe before they were added)",
+        ["featurize.nonspeech.share=0"],
+    ),
 }
 VARIANTS = MODEL_CENTRIC | DATA_CENTRIC
 # one row of reports/study.tsv a run: what ran, and what came out (test split: normalised and orthographic)
 FIELDS = ("variant", "seed", "experiment", "baseline", "train_hours", "train_runtime_s", "dev_wer")
 FIELDS += ("wer", "cer", "wer_orthographic", "cer_orthographic")
+# what the model does without speech (metrics/eval.json's robustness block): empty in rows of runs made before it
+ROBUSTNESS = ("nonspeech_empty_share", "nonspeech_no_speech_prob_median", "speech_empty_share", "loop_share_greedy")
 
 
 def experiment_name(variant: str, seed: int) -> str:
@@ -121,6 +141,11 @@ def row_of(variant: str, seed: int, ref: str) -> dict:
             key: finite_number(evaluation[key], f"study: {experiment_name(variant, seed)}: metrics/eval.json {key}")
             for key in ("wer", "cer", "wer_orthographic", "cer_orthographic")
         },
+        **{
+            key: finite_number(evaluation["robustness"][key], f"study: {experiment_name(variant, seed)}: {key}")
+            for key in ROBUSTNESS
+            if key in evaluation.get("robustness", {})
+        },
     }
 
 
@@ -135,7 +160,7 @@ def collect(refs: dict[str, str]) -> list[dict]:
 
 def write_results(rows: list[dict], path: Path = RESULTS) -> None:
     out = io.StringIO()
-    writer = csv.DictWriter(out, FIELDS, delimiter="\t", lineterminator="\n")
+    writer = csv.DictWriter(out, FIELDS + ROBUSTNESS, delimiter="\t", lineterminator="\n", restval="")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, out.getvalue())  # a run cut off mid-write must not lose the rows already there
@@ -169,6 +194,9 @@ def read_results(path: Path) -> list[dict]:
             raise SystemExit(f"study: {path}:{line}: seed {row['seed']} is not one of the study's seeds {SEEDS}")
         for key in FIELDS[4:]:
             row[key] = finite_number(row[key], f"study: {path}:{line}: {key}")
+        for key in ROBUSTNESS:  # absent or empty for runs made before the robustness measures
+            value = row.get(key) or ""
+            row[key] = finite_number(value, f"study: {path}:{line}: {key}") if value else None
     return rows
 
 
@@ -183,6 +211,9 @@ def summary(rows: list[dict]) -> list[dict]:
         for key in ("train_hours", "train_runtime_s", "dev_wer", "wer", "cer", "wer_orthographic"):
             values = [r[key] for r in runs]
             stats[key] = (statistics.fmean(values), min(values), max(values))
+        for key in ROBUSTNESS:
+            values = [r[key] for r in runs if r.get(key) is not None]
+            stats[key] = (statistics.fmean(values), min(values), max(values)) if values else None
         out.append(stats)
     return out
 
@@ -197,15 +228,18 @@ def markdown(rows: list[dict]) -> str:
         return f"{mean:.{digits}f}" if low == high else f"{mean:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
     lines = [
-        "| variant | what changes | runs | train h | train s | dev WER | test WER | vs base | test CER | WER orth. |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | what changes | runs | train h | train s | dev WER | test WER | vs base | test CER | WER orth. "
+        "| non-speech empty | P(no speech) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in stats:
         delta = "" if base is None or s["variant"] == "baseline" else f"{s['wer'][0] - base:+.3f}"
         lines.append(
             f"| {s['variant']} | {VARIANTS[s['variant']][0]} | {s['runs']} | {s['train_hours'][0]:.2f} "
             f"| {s['train_runtime_s'][0]:.0f} | {shown(s['dev_wer'])} | {shown(s['wer'])} | {delta} "
-            f"| {shown(s['cer'])} | {shown(s['wer_orthographic'])} |"
+            f"| {shown(s['cer'])} | {shown(s['wer_orthographic'])} "
+            f"| {shown(s['nonspeech_empty_share'], 2) if s['nonspeech_empty_share'] else ''} "
+            f"| {shown(s['nonspeech_no_speech_prob_median'], 2) if s['nonspeech_no_speech_prob_median'] else ''} |"
         )
     return "\n".join(lines)
 

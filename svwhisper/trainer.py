@@ -195,6 +195,16 @@ def training_args(params: TrainParams, checkpoints: Path, precision: str) -> Seq
     )
 
 
+def freeze_lowest(model: WhisperForConditionalGeneration, layers: int) -> None:
+    """Freeze the encoder's convolutional front end, its position embedding and its `layers` lowest transformer
+    layers: their weights get no gradient, and the backward pass stops above them."""
+    encoder = model.model.encoder
+    if layers > len(encoder.layers):
+        raise SystemExit(f"train.freeze_encoder_layers={layers}: the encoder has only {len(encoder.layers)} layers")
+    for module in (encoder.conv1, encoder.conv2, encoder.embed_positions, *encoder.layers[:layers]):
+        module.requires_grad_(False)
+
+
 def build_model(params: TrainParams, base_model: Path, blank_id: int):
     """The model to train: the base Whisper with dropout/SpecAugment set, then the CTC head, a frozen
     encoder or LoRA adapters as the params say. Prints how many weights train."""
@@ -207,6 +217,8 @@ def build_model(params: TrainParams, base_model: Path, blank_id: int):
         model.ctc_head = torch.nn.Linear(model.config.d_model, blank_id + 1)
     if params.freeze_encoder:
         model.freeze_encoder()  # the decoder still trains
+    if params.freeze_encoder_layers:
+        freeze_lowest(model, params.freeze_encoder_layers)
     if params.lora_rank:
         model = add_lora(model, params.lora_rank, params.lora_alpha, params.lora_dropout, params.lora_targets)
         if params.gradient_checkpointing:

@@ -55,3 +55,26 @@ def test_collator_keeps_labels_when_not_every_row_starts_with_the_start_token():
     collate = SpeechCollator(n_frames=4, decoder_start_token_id=7)
     items = [{"input_features": np.zeros((2, 3), dtype=np.float16), "labels": labels} for labels in ([7, 1], [2])]
     assert collate(items)["labels"].tolist() == [[7, 1], [2, -100]]
+
+
+def test_a_no_speech_row_learns_nocaptions_at_the_start_and_an_empty_transcript_after_the_prompt():
+    start, sv, transcribe, notimestamps, nocaptions, eot = 7, 20, 21, 22, 30, 9
+    collate = SpeechCollator(4, start, no_speech_token_id=nocaptions, prompt=(start, sv, transcribe, notimestamps))
+    speech = {
+        "input_features": np.zeros((2, 3), dtype=np.float16),
+        "labels": [start, sv, transcribe, notimestamps, 1, 2, eot],
+    }
+    silent = {"input_features": np.zeros((2, 3), dtype=np.float16), "labels": [start, nocaptions, eot]}
+    batch = collate([speech, silent])
+    assert batch["decoder_input_ids"].tolist() == [
+        [start, sv, transcribe, notimestamps, 1, 2],  # the labels shifted right, as the model would
+        [start, sv, transcribe, notimestamps, eot, eot],  # the prompt decoding forces
+    ]
+    assert batch["labels"].tolist() == [
+        [sv, transcribe, notimestamps, 1, 2, eot],
+        [nocaptions, transcribe, notimestamps, eot, -100, -100],  # P(no speech) at the start; then nothing to say
+    ]
+    # a batch of speech alone is what it always was: the model shifts the labels itself
+    assert set(collate([speech, speech])) == {"input_features", "labels"}
+    # without a prompt, a no-speech row keeps Whisper's target alone
+    assert SpeechCollator(4, start, nocaptions)([silent])["labels"].tolist() == [[nocaptions, eot]]

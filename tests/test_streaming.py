@@ -156,6 +156,20 @@ def test_silence_noise_and_a_tone_give_no_words_and_never_reach_the_model(tiny):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_vad_noise_hum_and_music_reach_the_model_and_still_give_no_captions(pretrained_repo, backend):
+    """VAD off: every step decodes, so only the fine-tuned Whisper base's own P(no speech) keeps non-speech out."""
+    from svwhisper.nonspeech import generate
+
+    kinds = ("white", "hum", "chords", "room")
+    clips = [s for _, kind, s in generate("test", 12, 7, 4.0, full_window=True) if kind in kinds]
+    live = StreamingTranscriber(load(pretrained_repo, backend), LiveParams(vad=False))
+    committed = feed_in_pieces(live, np.concatenate(clips), 0.1)
+    assert live.decodes >= 16  # the model heard all of it, every half second
+    assert len(committed) <= 2, [w.text for _, w in committed]  # a stray word at most, never a caption per step
+
+
+@pytest.mark.slow
 def test_speech_without_pauses_is_cut_at_committed_words_and_the_buffer_stays_bounded(tiny, memorised):
     clips = [load_audio(clip) for clip, _ in memorised]
     samples = np.concatenate(clips * 3)  # about a minute of speech with no pause longer than a clip's own

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors import safe_open
@@ -87,12 +89,16 @@ def test_out_of_memory_names_the_knobs_and_other_errors_pass_through():
         train_or_explain_oom(OutOfMemoryTrainer(RuntimeError("shape mismatch")), params, None)
 
 
-def run_train_stage(tiny_repo: Path, tmp_path: Path, overrides: dict) -> subprocess.CompletedProcess:
-    """The train stage on the tiny repo's base model and features, with `overrides` in its train block."""
+def run_train_stage(
+    tiny_repo: Path, tmp_path: Path, overrides: dict, features: Path | None = None
+) -> subprocess.CompletedProcess:
+    """The train stage on the tiny repo's base model and features (or `features`), with `overrides` in its train
+    block, in `tmp_path`."""
     shutil.copy(tiny_repo / "params.yaml", tmp_path / "params.yaml")
     override_params(tmp_path / "params.yaml", {"train": overrides})
+    features = features or tiny_repo / "data/features"
     cmd = [sys.executable, "-m", "stages.train", "--base-model", str(tiny_repo / "models/base")]
-    cmd += ["--features", str(tiny_repo / "data/features"), "--checkpoints", "ck", "--dvclive", "log", "--out", "final"]
+    cmd += ["--features", str(features), "--checkpoints", "ck", "--dvclive", "log", "--out", "final"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
@@ -129,6 +135,62 @@ def test_freeze_encoder_trains_the_decoder_only(tiny_repo, tmp_path):
                 assert same == ("encoder" in name), name
     evaluated = json.loads((tmp_path / "log/metrics.json").read_text())["eval"]
     assert round(evaluated["runtime"] * evaluated["samples_per_second"]) == 4  # eval_max_samples of the 8 dev clips
+
+
+@pytest.mark.slow
+def test_freezing_the_lowest_encoder_layers_leaves_them_and_the_front_end_as_they_were(tiny_repo, tmp_path):
+    done = run_train_stage(tiny_repo, tmp_path, {**SHORT, "freeze_encoder_layers": 1, "eval_max_samples": 4})
+    assert done.returncode == 0, done.stderr[-3000:]
+    with safe_open(tmp_path / "final/model.safetensors", "pt") as final:
+        with safe_open(tiny_repo / "models/base/model.safetensors", "pt") as base:
+            for name in ("conv1.weight", "conv2.weight", "layers.0.fc1.weight", "layers.1.fc1.weight"):
+                same = torch.equal(final.get_tensor(f"model.encoder.{name}"), base.get_tensor(f"model.encoder.{name}"))
+                assert same == (not name.startswith("layers.1")), name  # the tiny encoder's 2 layers: 1 frozen
+
+
+def nonspeech_prob(model_dir: Path, features: Path) -> float:
+    """The median P(no speech) the model in `model_dir` gives the held-out non-speech clips in `features`."""
+    from svwhisper.data import FeatureSplit
+    from svwhisper.decoding import decode_features
+    from svwhisper.hf_backend import TransformersBackend
+    from svwhisper.logmel import pad_features
+    from svwhisper.params import GREEDY
+
+    backend = TransformersBackend(model_dir)
+    frames = backend.processor.feature_extractor.nb_max_frames
+    split = FeatureSplit(features)
+    batch = np.stack([pad_features(split[i]["input_features"], frames) for i in range(len(split))])
+    hyps = decode_features(backend, batch.astype(np.float32), [frames // 2] * len(split), GREEDY)
+    return float(np.median([h.no_speech_prob for h in hyps]))
+
+
+@pytest.mark.slow
+def test_training_with_nonspeech_clips_keeps_p_no_speech_where_speech_alone_loses_it(tiny_repo, tmp_path):
+    """Six steps from the tiny repo's base model (random init), on its 8 speech clips with and without 8 non-speech
+    clips (Whisper's <|nospeech|> target): the held-out non-speech clips (other seeds) must get a clearly higher
+    P(no speech) from the first. Fails if the target is not what the loss sees after the start of transcript."""
+    from transformers import WhisperProcessor
+
+    from svwhisper.featurize import nonspeech_table
+    from svwhisper.params import NonspeechParams
+
+    processor = WhisperProcessor.from_pretrained(tiny_repo / "models/base")
+    speech = pd.concat(pd.read_parquet(p) for p in sorted((tiny_repo / "data/features/train").glob("part-*")))
+    speech = speech[~speech["id"].str.startswith("nonspeech-")]
+    clips = nonspeech_table(tiny_repo / "data/prepared/train.parquet", "train", 8, NonspeechParams(), processor, False)
+    probs = {}
+    for name, rows in (("with", pd.concat([speech, clips], ignore_index=True)), ("without", speech)):
+        features = tmp_path / name / "features"
+        (features / "train").mkdir(parents=True)
+        rows.to_parquet(features / "train/part-00000.parquet", index=False)
+        shutil.copytree(tiny_repo / "data/features/dev", features / "dev")
+        run_dir = tmp_path / name
+        done = run_train_stage(
+            tiny_repo, run_dir, {**SHORT, "max_steps": 6, "eval_steps": 6, "save_steps": 6}, features
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        probs[name] = nonspeech_prob(run_dir / "final", tiny_repo / "data/features/test_nonspeech")
+    assert probs["with"] > probs["without"] + 0.2, probs
 
 
 @pytest.mark.slow

@@ -13,10 +13,10 @@ nothing here. Writes metrics (WER/CER of both, normalised and orthographic) and 
 
 `robustness` in the metrics: what Whisper as released does without speech, the baseline for the fine-tuned model's
 own block in metrics/eval.json (svwhisper.robustness). The held-out non-speech clips of the test split (generated as
-featurize generates them: `featurize.nonspeech.seed`, `eval_clips`, every kind, `model.chunk_length_s` long, padded
-to the released window) without VAD, through our decoder (share decoded to nothing, median P(no speech)) and
-faster-whisper (share decoded to nothing); the share of test speech decoded to nothing by each; and the share of
-our decoder's clips whose greedy output without fallback loops.
+featurize generates them: `featurize.nonspeech.seed`, `eval_clips` (at most `peers.max_clips` when that is set),
+every kind, `model.chunk_length_s` long, padded to the released window) without VAD, through our decoder (share
+decoded to nothing, median P(no speech)) and faster-whisper (share decoded to nothing); the share of test speech
+decoded to nothing by each; and the share of our decoder's clips whose greedy output without fallback loops.
 
     python -m stages.peers --test data/prepared/test.parquet --metrics metrics/peers.json \
         --predictions reports/peers.tsv
@@ -60,13 +60,11 @@ def main() -> None:
     test = test.head(params.max_clips) if params.max_clips else test
     clips = [load_audio(audio, name=clip_id) for audio, clip_id in zip(test["audio"], test["id"], strict=True)]
     held_out = load_params(FeaturizeParams, "featurize").nonspeech
-    edges = corpus_edges(args.test)
-    nonspeech = [
-        s
-        for _, _, s in generate(
-            "test", held_out.eval_clips, held_out.seed, model.chunk_length_s, edges=edges, full_window=True
-        )
-    ]
+    count = min(held_out.eval_clips, params.max_clips or held_out.eval_clips)  # max_clips caps this set too
+    generated = generate(
+        "test", count, held_out.seed, model.chunk_length_s, edges=corpus_edges(args.test), full_window=True
+    )
+    nonspeech = [samples for _, _, samples in generated]
     with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
         try:
             for_faster_whisper, hf_dir = write_released(params.model, Path(tmp), model.language, model.task)

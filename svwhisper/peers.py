@@ -33,7 +33,7 @@ class PeersParams:
     model: str = whisper_base.NAME  # the released model (openai/whisper-<size> needs the hub)
     faster_whisper_compute_type: str = "int8"  # faster-whisper's weights, as it runs on a CPU
     batch_size: int = 8  # clips per call of our transformers backend
-    max_clips: int = 0  # 0 = the whole test split; a number = its first clips (quick runs, tests)
+    max_clips: int = 0  # 0 = the whole test split; a number = its first clips, and of the non-speech set (quick runs)
     transformers_max_clips: int = 40  # our Python decoder runs each of the released model's loops to the token cap
     metrics: str = "metrics/peers.json"
     predictions: str = "reports/peers.tsv"

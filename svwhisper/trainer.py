@@ -21,17 +21,37 @@ from svwhisper.paramfile import ParamsError, key_where
 from svwhisper.params import TrainParams
 
 
-def resolve_precision(precision: str, cuda: bool | None = None, bf16_ok: bool | None = None) -> str:
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX: oneDNN's own check); emulated bf16 is slower
+    than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(
+    precision: str, cuda: bool | None = None, bf16_ok: bool | None = None, cpu_bf16: bool | None = None
+) -> str:
     """ "auto" -> bf16 on a GPU that has it, else fp16 on a GPU, fp32 on a CPU; an explicit choice is checked.
 
-    Raises ValueError at start for a choice the hardware cannot run (fp16 on a CPU), not an hour later.
+    bf16 on a CPU (autocast) is allowed where the CPU has native bfloat16 (`cpu_has_bf16`); "auto" does not pick it
+    there, as nothing here has measured it. Raises ValueError at start for a choice the hardware cannot run (fp16 on
+    a CPU), not an hour later.
     """
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if bf16_ok is None:
         bf16_ok = cuda and torch.cuda.is_bf16_supported()
     if precision == "auto":
         return ("bf16" if bf16_ok else "fp16") if cuda else "fp32"
-    if precision in ("fp16", "bf16") and not cuda:
+    if precision == "bf16" and not cuda:
+        if cpu_has_bf16() if cpu_bf16 is None else cpu_bf16:
+            return "bf16"
+        raise ValueError(
+            "train.precision=bf16 on a CPU needs native bfloat16 (AVX512-BF16 or AMX) and this one has none: "
+            "use auto or fp32"
+        )
+    if precision == "fp16" and not cuda:
         raise ValueError(f"train.precision={precision} needs a CUDA GPU and this machine has none: use auto or fp32")
     if precision == "bf16" and not bf16_ok:
         raise ValueError("train.precision=bf16: this GPU has no bfloat16 support (pre-Ampere): use fp16 or auto")

@@ -36,6 +36,12 @@ def test_repro_writes_every_out_and_leaves_a_clean_status(tiny_repo):
     expected = {"wer", "cer", "wer_orthographic", "n_utterances", "hours", "decoding", "fell_back"}
     assert expected <= metrics.keys()
     assert metrics["n_utterances"] == 8 and metrics["hours"] > 0
+    # what fine-tuning must not unlearn: every measure, over the held-out non-speech clips and the test speech
+    robustness = metrics["robustness"]
+    assert set(robustness) == set(ROBUSTNESS_KEYS)
+    assert (robustness["nonspeech_clips"], robustness["speech_clips"]) == (6, 8)
+    assert all(0 <= robustness[k] <= 1 for k in ROBUSTNESS_KEYS if k.endswith(("share", "rate", "median")))
+    assert robustness["longform_words"] == len(" ".join(normalised_test_sentences(tiny_repo)).split())
     # the error analysis: the test clips' speakers (client_id of the prepared split), their lengths, the worst
     errors = json.loads((tiny_repo / "reports/errors.json").read_text())
     test = pd.read_parquet(tiny_repo / "data/prepared/test.parquet", columns=["id", "client_id"])
@@ -46,6 +52,10 @@ def test_repro_writes_every_out_and_leaves_a_clean_status(tiny_repo):
     peers = json.loads((tiny_repo / "metrics/peers.json").read_text())
     assert (peers["model"], peers["window_s"], peers["n_utterances"]) == ("packaged:openai/whisper-base", 30, 1)
     assert peers["decoding"] == metrics["decoding"]  # the same options as the fine-tuned model's
+    assert set(peers["robustness"]["transformers"]) == {
+        k for k in ROBUSTNESS_KEYS if not k.startswith(("long", "clip"))
+    }
+    assert peers["robustness"]["faster_whisper"]["nonspeech_clips"] == 1  # peers.max_clips caps it in tests
     released = pd.read_csv(tiny_repo / "reports/peers.tsv", sep="\t", keep_default_na=False)
     for peer in ("faster_whisper", "transformers"):
         assert peers[peer]["wer"] == pytest.approx(error_rates(released["reference"], released[peer])["wer"], abs=1e-4)
@@ -54,6 +64,27 @@ def test_repro_writes_every_out_and_leaves_a_clean_status(tiny_repo):
     assert "up to date" in status, status
     again = run(["dvc", "repro"], tiny_repo).stdout
     assert "didn't change, skipping" in again and "Running stage" not in again, again
+
+
+ROBUSTNESS_KEYS = (
+    "nonspeech_clips",
+    "nonspeech_empty_share",
+    "nonspeech_no_speech_prob_median",
+    "speech_clips",
+    "speech_empty_share",
+    "loop_share_greedy",
+    "longform_words",
+    "longform_deletion_rate",
+    "clip_deletion_rate",
+)
+
+
+def normalised_test_sentences(repo) -> list[str]:
+    from svwhisper.text import normalize
+
+    return [
+        normalize(s) for s in pd.read_parquet(repo / "data/prepared/test.parquet", columns=["sentence"])["sentence"]
+    ]
 
 
 def test_memorised_clips_come_back(tiny_repo):

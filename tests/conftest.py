@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from svwhisper.params import NONSPEECH_KINDS
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "sv-SE"
 SPLITS = ("train", "dev", "test")
@@ -48,7 +50,7 @@ TINY_PARAMS = {
     },
     "evaluate": {"batch_size": 8},
     # memorisation proves labels and special tokens fit: no non-speech rows in its 8 clips; the held-out sets stay
-    "featurize": {"nonspeech": {"share": 0.0, "eval_clips": 6}},
+    "featurize": {"nonspeech": {"share": 0.0, "kinds": list(NONSPEECH_KINDS), "seed": 0, "eval_clips": 6}},
 }
 
 
@@ -178,7 +180,7 @@ PRETRAINED_TINY = {
     "train": {"max_steps": 6, "warmup_steps": 1, "batch_size": 8, "eval_steps": 6, "save_steps": 6},
     "evaluate": {"batch_size": 8},
     "peers": {"max_clips": 3},
-    "featurize": {"nonspeech": {"eval_clips": 6}},
+    "featurize": {"nonspeech": {"share": 0.1, "kinds": list(NONSPEECH_KINDS), "seed": 0, "eval_clips": 6}},
 }
 MAX_SIX_STEP_CER = 0.5  # six steps on eight clips: most of each sentence, not all of it
 

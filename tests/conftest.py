@@ -180,7 +180,8 @@ PRETRAINED_TINY = {
     "train": {"max_steps": 6, "warmup_steps": 1, "batch_size": 8, "eval_steps": 6, "save_steps": 6},
     "evaluate": {"batch_size": 8},
     "peers": {"max_clips": 3},
-    "featurize": {"nonspeech": {"share": 0.1, "kinds": list(NONSPEECH_KINDS), "seed": 0, "eval_clips": 6}},
+    # six steps as before (speech only: the CER bounds of the streaming and app tests are set on that model)
+    "featurize": {"nonspeech": {"share": 0.0, "kinds": list(NONSPEECH_KINDS), "seed": 0, "eval_clips": 6}},
 }
 MAX_SIX_STEP_CER = 0.5  # six steps on eight clips: most of each sentence, not all of it
 

@@ -156,17 +156,14 @@ def test_silence_noise_and_a_tone_give_no_words_and_never_reach_the_model(tiny):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_without_vad_noise_hum_and_music_reach_the_model_and_still_give_no_captions(pretrained_repo, backend):
-    """VAD off: every step decodes, so only the fine-tuned Whisper base's own P(no speech) keeps non-speech out."""
+def test_without_vad_noise_reaches_the_model_every_step(tiny):
+    """VAD off: every step decodes the buffer (with it on, `test_silence_noise_and_a_tone...` shows none does)."""
     from svwhisper.nonspeech import generate
 
-    kinds = ("white", "hum", "chords", "room")
-    clips = [s for _, kind, s in generate("test", 12, 7, 4.0, full_window=True) if kind in kinds]
-    live = StreamingTranscriber(load(pretrained_repo, backend), LiveParams(vad=False))
-    committed = feed_in_pieces(live, np.concatenate(clips), 0.1)
-    assert live.decodes >= 16  # the model heard all of it, every half second
-    assert len(committed) <= 2, [w.text for _, w in committed]  # a stray word at most, never a caption per step
+    clips = [s for _, kind, s in generate("test", 12, 7, 4.0, full_window=True) if kind in ("white", "hum")]
+    live = StreamingTranscriber(tiny, LiveParams(vad=False))
+    feed_in_pieces(live, np.concatenate(clips), 0.1)
+    assert live.decodes >= 16 and live.peak_buffer <= live.window + live.step
 
 
 @pytest.mark.slow

@@ -196,7 +196,9 @@ def test_ctranslate2_replicas_return_each_clip_its_own_transcript_in_order(tiny_
     alone = [one([clip])[0] for clip in clips]
     assert three(clips) == one(clips) == alone  # 5 clips over 3 replicas: parts of 2, 2 and 1
     assert three(clips[:1]) == alone[:1]  # fewer clips than replicas
-    assert error_rates([s for _, s in memorised[:5]], alone)["cer"] <= MAX_CLIP_CER  # and they are the clips' own
+    # and they are the clips' own (another clip's text is a CER near 0.8): int8 kernels differ by instruction set, and
+    # the tiny model's int8 export gave 0.17 on an AVX2-only CPU, so the bound is twice the float model's
+    assert error_rates([s for _, s in memorised[:5]], alone)["cer"] <= 2 * MAX_CLIP_CER
 
 
 def test_live_session_takes_a_browser_microphone_at_48k_stereo_in_pieces(pretrained_repo):

@@ -64,9 +64,8 @@ class SpeechCollator:
     def _with_inputs(self, labels: list[list[int]], silent: list[bool]) -> dict[str, torch.Tensor]:
         inputs, targets = [], []
         for seq, no_speech in zip(labels, silent, strict=True):
-            if (
-                no_speech
-            ):  # [start, nocaptions, eot] -> inputs: the prompt; targets: nocaptions, task, notimestamps, eot
+            # [start, nocaptions, eot] -> inputs: the prompt; targets: nocaptions, task, notimestamps, eot
+            if no_speech:
                 inputs.append(list(self.prompt))
                 targets.append([seq[1], *self.prompt[2:], seq[2]])
             else:  # what the model's own shift of the labels would give

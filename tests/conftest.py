@@ -105,6 +105,26 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def prepared_sample(dest: Path, clips: int, name: str = "test.parquet"):
+    """`clips` prepared clips of the shipped test split in `dest/name`: (path, table, a local processor for them)."""
+    import pandas as pd
+    from transformers import WhisperProcessor
+
+    from svwhisper.modeling import local_feature_extractor, train_tokenizer
+    from svwhisper.params import PrepareParams, Sources
+    from svwhisper.prepare import prepare_split
+    from svwhisper.sources import Source
+    from svwhisper.text import normalize
+
+    source = Source(kind="commonvoice", path=str(SAMPLE), tsv="test")
+    params = PrepareParams(Sources((source,), (source,), (source,)), max_duration_s=4.0, max_clips_per_split=clips)
+    path = dest / name
+    prepare_split([source], params, path)
+    table = pd.read_parquet(path)
+    tokenizer = train_tokenizer(map(normalize, table["sentence"]), vocab_size=300)
+    return path, table, WhisperProcessor(feature_extractor=local_feature_extractor(4, 80), tokenizer=tokenizer)
+
+
 def sample_rows(n: int, start: int = 0) -> list[tuple[str, str, str]]:
     """(client_id, clip file name, sentence) of `n` rows of the shipped train split from row `start`."""
     lines = (SAMPLE / "train.tsv").read_text(encoding="utf-8").splitlines()

@@ -1,28 +1,16 @@
-import pandas as pd
 import pytest
-from transformers import WhisperProcessor
 
-from conftest import SAMPLE
+from conftest import prepared_sample
 from svwhisper.data import FeatureSplit
 from svwhisper.featurize import featurize_split
-from svwhisper.modeling import local_feature_extractor, train_tokenizer
-from svwhisper.params import FeaturizeParams, PrepareParams, Sources
-from svwhisper.prepare import prepare_split
-from svwhisper.sources import Source
+from svwhisper.params import FeaturizeParams
 from svwhisper.text import TextParams, normalize
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """20 prepared clips of the shipped corpus, and a local processor for them."""
-    source = Source(kind="commonvoice", path=str(SAMPLE), tsv="test")
-    params = PrepareParams(Sources((source,), (source,), (source,)), max_duration_s=4.0, max_clips_per_split=20)
-    path = tmp_path_factory.mktemp("prepared") / "test.parquet"
-    prepare_split([source], params, path)
-    table = pd.read_parquet(path)
-    tokenizer = train_tokenizer(map(normalize, table["sentence"]), vocab_size=300)
-    processor = WhisperProcessor(feature_extractor=local_feature_extractor(4, 80), tokenizer=tokenizer)
-    return path, table, processor
+    return prepared_sample(tmp_path_factory.mktemp("prepared"), 20)
 
 
 def test_shards_are_bounded_and_identical_with_one_or_two_workers(prepared, tmp_path):

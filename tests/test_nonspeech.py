@@ -1,18 +1,13 @@
 import numpy as np
-import pandas as pd
 import pytest
-from transformers import WhisperProcessor
 
-from conftest import SAMPLE
+from conftest import prepared_sample
 from svwhisper.audio import SAMPLE_RATE
 from svwhisper.data import FeatureSplit, SpeechCollator
 from svwhisper.featurize import featurize_split, nonspeech_table, training_nonspeech
-from svwhisper.modeling import local_feature_extractor, train_tokenizer
 from svwhisper.nonspeech import corpus_edges, count_for, generate, silent_edges, target_ids
-from svwhisper.params import NONSPEECH_KINDS, FeaturizeParams, NonspeechParams, PrepareParams, Sources
-from svwhisper.prepare import prepare_split
-from svwhisper.sources import Source
-from svwhisper.text import TextParams, normalize
+from svwhisper.params import NONSPEECH_KINDS, FeaturizeParams, NonspeechParams
+from svwhisper.text import TextParams
 
 
 def voice(seconds: float, lead_s: float = 0.3, tail_s: float = 0.3) -> np.ndarray:
@@ -88,13 +83,7 @@ def test_the_share_counts_the_mix():
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """12 prepared clips of the shipped corpus, and a local processor for them."""
-    source = Source(kind="commonvoice", path=str(SAMPLE), tsv="test")
-    params = PrepareParams(Sources((source,), (source,), (source,)), max_duration_s=4.0, max_clips_per_split=12)
-    path = tmp_path_factory.mktemp("prepared") / "train.parquet"
-    prepare_split([source], params, path)
-    table = pd.read_parquet(path)
-    tokenizer = train_tokenizer(map(normalize, table["sentence"]), vocab_size=300)
-    processor = WhisperProcessor(feature_extractor=local_feature_extractor(4, 80), tokenizer=tokenizer)
+    path, _, processor = prepared_sample(tmp_path_factory.mktemp("prepared"), 12, "train.parquet")
     return path, processor
 
 

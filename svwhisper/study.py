@@ -63,6 +63,10 @@ MODEL_CENTRIC = {
         "the convolutional front end and the 2 lowest of 6 encoder layers frozen",
         ["train.freeze_encoder_layers=2"],
     ),
+    "freeze-low-2-evals": (
+        "freeze-low and dev-2-evals together: the cheaper recipe, if it holds the baseline's WER",
+        ["train.freeze_encoder_layers=2", "train.eval_steps=60", "train.save_steps=60"],
+    ),
     "dev-2-evals": (
         "dev WER at steps 60 and 120 instead of 40, 80, 120",
         ["train.eval_steps=60", "train.save_steps=60"],

@@ -2,6 +2,7 @@
 threads that share a backend get the answers they would get one after the other."""
 
 import inspect
+import math
 import threading
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from svwhisper.audio import load_audio
 from svwhisper.backend import Backend
 from svwhisper.ct2_backend import CTranslate2Backend
 from svwhisper.decoding import decode_clips
+from svwhisper.export import export
 from svwhisper.hf_backend import BeamCache, TransformersBackend
 from svwhisper.params import DecodeOptions
 
@@ -84,6 +86,43 @@ def test_an_untrained_model_that_samples_timestamp_tokens_falls_back_without_fai
     hyps = decode_clips(backend, clips_of(memorised, 8), DecodeOptions(temperatures=(0.0, 0.5, 1.0)))
     assert len(hyps) == 8 and any(h.temperature == 1.0 for h in hyps)
     assert all(all(t < backend.eot for t in h.tokens) for h in hyps)  # text tokens only, whatever was sampled
+
+
+def ending_at_once(model_dir: Path, out: Path, p_end: float = 0.9) -> Path:
+    """`model_dir` changed so that every decoder position gives end of text `p_end` (the decoder's last norm scaled
+    to zero leaves its bias as every position's state; the end token's output row is set against it): a model that
+    wants every chunk to end before its first word, as a fine-tune on non-speech does, saved with its processor."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    model = WhisperForConditionalGeneration.from_pretrained(model_dir)
+    eot = model.generation_config.eos_token_id
+    with torch.no_grad():
+        norm, rows = model.model.decoder.layer_norm, model.get_output_embeddings().weight
+        norm.weight.zero_()
+        others = torch.cat([rows[:eot], rows[eot + 1 :]]) @ norm.bias
+        target = torch.logsumexp(others, 0) + math.log(p_end / (1 - p_end))
+        rows[eot] = norm.bias * target / norm.bias.dot(norm.bias)
+    model.save_pretrained(out / "hf")
+    WhisperProcessor.from_pretrained(model_dir).save_pretrained(out / "hf")
+    export(out / "hf", out / "ct2", "float32")
+    return out
+
+
+def test_both_backends_score_the_words_of_a_chunk_the_model_wanted_to_end_alike(tiny_repo, memorised, tmp_path):
+    """Decoding suppresses end of text at the first position (Whisper's rule: never an empty result), so such a
+    model writes a word anyway; both backends score that word under the model's own distribution, where ending had
+    0.9: CTranslate2's generate renormalises after the suppression (the word would look ten times likelier and
+    escape the no-speech rule), and its backend adds that mass back."""
+    changed = ending_at_once(tiny_repo / "models/final", tmp_path)
+    hf, ct2 = TransformersBackend(changed / "hf"), CTranslate2Backend(changed / "ct2", compute_type="float32")
+    clips = clips_of(memorised, 2)
+    ours = [hf.generate(hf.encode(hf.features(clips)), [0, 1], 0.0, 1)]
+    ours.append(ct2.generate(ct2.encode(ct2.features(clips)), [0, 1], 0.0, 1))
+    for by_hf, by_ct2 in zip(*ours, strict=True):
+        assert by_hf.tokens == by_ct2.tokens and len(by_hf.tokens) == 1  # one word, then the end (0.9 each step)
+        # the word's own probability under the changed model is at most 0.1: with its end, a mean below log 0.1 / 2
+        assert by_hf.avg_logprob < math.log(0.1) / 2 and by_ct2.avg_logprob < math.log(0.1) / 2
+        assert by_ct2.avg_logprob == pytest.approx(by_hf.avg_logprob, abs=0.02)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Where the train stage's time goes: data, forward, backward, optimizer step, dev evaluation, checkpoint save.
 
-Runs the train stage's own pieces (svwhisper.trainer.build_model, the feature split, the collator, AdamW with the
-Trainer's weight-decay groups, the model's `generate` on dev as the Trainer's evaluation calls it) on the
+Runs the train stage's own pieces (svwhisper.trainer.build_model, the feature split, the collator, the Trainer's
+optimizer (class, kwargs and weight-decay groups), the model's `generate` on dev as the Trainer's evaluation calls it) on the
 pipeline's base model and features, timing each phase separately for `--steps` steps at `train.batch_size`, one
 dev evaluation on `--dev-clips` clips (scaled to all of dev) and one checkpoint save; then projects a whole run of
 `train.max_steps` steps with its `max_steps / eval_steps` evaluations and saves. `--ops` adds torch.profiler's top
@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import WhisperProcessor
+from transformers import Trainer, WhisperProcessor
 
 from svwhisper.data import FeatureSplit, SpeechCollator
 from svwhisper.paramfile import load_params
 from svwhisper.params import Paths, TrainParams
-from svwhisper.trainer import build_model
+from svwhisper.trainer import build_model, training_args
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,14 +37,18 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def optimizer_for(model, params: TrainParams) -> torch.optim.AdamW:
-    """AdamW as the Trainer builds it: no weight decay on biases and layer norms."""
+def optimizer_for(model, params: TrainParams) -> torch.optim.Optimizer:
+    """The optimizer the train stage's Trainer builds (its class and kwargs from the stage's training arguments:
+    fused AdamW on this torch), with its groups: no weight decay on biases and layer norms."""
+    with tempfile.TemporaryDirectory() as scratch:
+        args = training_args(params, Path(scratch), "fp32")
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     decay, no_decay = [], []
     for name, weight in model.named_parameters():
         if weight.requires_grad:
             (no_decay if name.endswith("bias") or "layer_norm" in name else decay).append(weight)
     groups = [{"params": decay, "weight_decay": params.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=params.learning_rate)
+    return optimizer_cls(groups, **kwargs)
 
 
 def timed_steps(model, optimizer, batches, collate) -> dict[str, float]:

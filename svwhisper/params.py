@@ -276,8 +276,8 @@ class TrainParams:
     spec_augment: bool = False
     mask_time_prob: float = 0.05
     mask_feature_prob: float = 0.05
-    eval_steps: int = 40
-    save_steps: int = 40
+    eval_steps: int = 60
+    save_steps: int = 60
     logging_steps: int = 10
     generation_max_length: int = 64
     eval_batch_size: int = 32

@@ -1,12 +1,12 @@
 """Where the train stage's time goes: data, forward, backward, optimizer step, dev evaluation, checkpoint save.
 
 Runs the train stage's own pieces (svwhisper.trainer.build_model, the feature split, the collator, the Trainer's
-optimizer (class, kwargs and weight-decay groups), the model's `generate` on dev as the Trainer's evaluation calls it) on the
-pipeline's base model and features, timing each phase separately for `--steps` steps at `train.batch_size`, one
-dev evaluation on `--dev-clips` clips (scaled to all of dev) and one checkpoint save; then projects a whole run of
-`train.max_steps` steps with its `max_steps / eval_steps` evaluations and saves. `--ops` adds torch.profiler's top
-operators by self CPU time over two steps. Reads params.yaml (`dvc exp run -S` values are not seen: pass the
-file's values).
+optimizer (class, kwargs and weight-decay groups), the model's `generate` on dev as the Trainer's evaluation calls
+it) on the pipeline's base model and features, timing each phase separately for `--steps` steps at
+`train.batch_size`, one dev evaluation on `--dev-clips` clips (scaled to all of dev) and one checkpoint save; then
+projects a whole run of `train.max_steps` steps with its `max_steps / eval_steps` evaluations and saves. `--ops`
+adds torch.profiler's top operators by self CPU time over two steps. Reads params.yaml (`dvc exp run -S` values are
+not seen: pass the file's values).
 
     python benchmarks/train_profile.py --steps 6 --dev-clips 64 --ops
 

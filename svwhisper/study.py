@@ -63,10 +63,6 @@ MODEL_CENTRIC = {
         "the convolutional front end and the 2 lowest of 6 encoder layers frozen",
         ["train.freeze_encoder_layers=2"],
     ),
-    "freeze-low-2-evals": (
-        "freeze-low with dev WER at steps 60 and 120 (the schedule the default now uses)",
-        ["train.freeze_encoder_layers=2", "train.eval_steps=60", "train.save_steps=60"],
-    ),
     "dev-3-evals": (
         "dev WER at steps 40, 80 and 120 (the schedule before the default's 60 and 120)",
         ["train.eval_steps=40", "train.save_steps=40"],
